@@ -1,0 +1,1 @@
+"""The `hiertrain-edge` command: it parses arguments and calls the package."""

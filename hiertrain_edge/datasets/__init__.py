@@ -1,0 +1,5 @@
+"""Reading a board's training data: MNIST IDX files, `.npz` arrays, image folders, and the bundled MNIST."""
+
+from hiertrain_edge.datasets.loaders import Dataset, bundled_mnist_path, load_dataset, split
+
+__all__ = ["Dataset", "bundled_mnist_path", "load_dataset", "split"]

@@ -1,0 +1,89 @@
+"""The cloud role: serve edges one job at a time, running the tail slices it is given."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import zmq
+
+from hiertrain_edge.errors import HierTrainError, PeerLostError
+from hiertrain_edge.runtime.checkpoint import save_model
+from hiertrain_edge.runtime.job import job_from_dict
+from hiertrain_edge.runtime.mailbox import Mailbox, RemoteAbort
+from hiertrain_edge.runtime.slices import TierSlice
+from hiertrain_edge.planning.schedule import Schedule
+from hiertrain_edge.wire.transport import Listener
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_S = 3600.0
+
+
+class CloudServer:
+    """Waits for an edge's `setup`, then runs the job's cloud slices step by step."""
+
+    def __init__(self, listen: str, out_dir: str | Path | None = None, once: bool = False) -> None:
+        self.ctx = zmq.Context.instance()
+        self.listener = Listener(self.ctx, listen)
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.once = once
+        log.info("cloud listening for edges on %s", listen)
+
+    def serve(self) -> None:
+        try:
+            while True:
+                try:
+                    peer, msg = self.listener.recv(IDLE_POLL_S, "setup")
+                except PeerLostError:
+                    continue
+                if msg["type"] != "setup":
+                    log.info("ignored %s from edge %s outside a job", msg["type"], peer.hex())
+                    continue
+                try:
+                    self.run_job(Mailbox(self.listener, peer, "the edge"), msg)
+                except (HierTrainError, KeyError, TypeError) as exc:
+                    log.error("job ended with an error: %s; waiting for the next job", exc)
+                if self.once:
+                    return
+        finally:
+            self.listener.close()
+
+    def run_job(self, edge: Mailbox, setup: dict) -> None:
+        job = job_from_dict(setup["job"], "job from the edge")
+        spec = job.spec()
+        schedule = Schedule.from_dict(setup["schedule"]).validate(spec.num_units, job.batch_size)
+        n = spec.num_units
+        tier = TierSlice("cloud", spec, job, schedule)
+        tier.load_unit_state(setup["units"])
+        edge.send({"type": "ready", "step": 0})
+        log.info("cloud joined job %s: schedule %s, units %s", setup["job_id"],
+                 schedule.describe(), sorted(tier.runs))
+        order = [i for i in schedule.dispatch_order(n) if schedule.groups[i].loss_tier(n) == "cloud"]
+        try:
+            while True:
+                msg = edge.expect(("step", "finish"), None, job.step_timeout_s * 10)
+                if msg["type"] == "finish":
+                    break
+                step = msg["step"]
+                tier.begin_step()
+                for gid in order:
+                    fwd = edge.expect("fwd", step, job.step_timeout_s, gid)
+                    g = schedule.groups[gid]
+                    loss, grad = tier.forward_loss(g.c2, n, fwd["x"], fwd["y"], job.batch_size)
+                    edge.send({"type": "bwd", "step": step, "gid": gid, "grad": grad, "loss": loss})
+                if tier.replicated:
+                    edge.send({"type": "grads", "step": step, "units": tier.replica_grads()})
+                tier.step_optimizer()
+                if tier.replicated:
+                    tier.load_unit_state(edge.expect("weights", step, job.step_timeout_s)["units"])
+            edge.send({"type": "state", "step": msg["step"], "units": tier.unit_state(tier.owns)})
+            final = edge.expect("model", None, job.step_timeout_s)
+        except RemoteAbort as exc:
+            log.error("%s", exc)
+            return
+        if self.out_dir is not None:
+            path = self.out_dir / "model.pt"
+            save_model(path, setup["job"], final["state"], final["meta"])
+            log.info("cloud saved the trained model to %s", path)
+        log.info("cloud finished job %s after %d steps", setup["job_id"], final["step"])

@@ -1,0 +1,198 @@
+"""The edge role: admit a board, set up the cloud, run the middle slices and own the
+replicated units (sum their gradients, step them, send the new weights back)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from hiertrain_edge.errors import ConfigError, HierTrainError, PeerLostError
+from hiertrain_edge.models import ModelSpec
+from hiertrain_edge.planning.schedule import Schedule
+from hiertrain_edge.runtime.checkpoint import save_model
+from hiertrain_edge.runtime.job import Job
+from hiertrain_edge.runtime.mailbox import Mailbox, RemoteAbort
+from hiertrain_edge.runtime.slices import TierSlice, full_state
+from hiertrain_edge.wire.transport import Link, Listener
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_S = 3600.0
+CLOUD_SETUP_TIMEOUT_S = 60.0
+
+
+class EdgeServer:
+    """Serves boards one job at a time; `once` stops after the first job."""
+
+    def __init__(
+        self,
+        job: Job,
+        listen: str,
+        cloud: str | None,
+        out_dir: str | Path | None = None,
+        once: bool = False,
+        schedule: Schedule | None = None,
+    ) -> None:
+        self.job = job
+        self.spec: ModelSpec = job.spec()
+        self.schedule = (schedule or job.the_schedule(self.spec)).validate(
+            self.spec.num_units, job.batch_size
+        )
+        if self.schedule.uses_cloud(self.spec.num_units) and not cloud:
+            raise ConfigError(
+                f"schedule {self.schedule.describe()} runs units on the cloud; give --cloud HOST"
+            )
+        self.ctx = zmq.Context.instance()
+        self.listener = Listener(self.ctx, listen)
+        self.cloud_link = Link(self.ctx, cloud) if cloud else None
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.once = once
+        log.info("edge listening for boards on %s; job %s, schedule %s", listen, job.model,
+                 self.schedule.describe())
+
+    def serve(self) -> None:
+        try:
+            while True:
+                try:
+                    peer, msg = self.listener.recv(IDLE_POLL_S, "join")
+                except PeerLostError:
+                    continue
+                if msg["type"] != "join":
+                    log.info("ignored %s from %s outside a job", msg["type"], peer.hex())
+                    continue
+                board = Mailbox(self.listener, peer, f"board {msg.get('board_id', peer.hex())}")
+                try:
+                    self.run_job(board, msg)
+                except RemoteAbort as exc:
+                    log.error("%s", exc)
+                except (HierTrainError, KeyError, TypeError) as exc:
+                    log.error("job with %s ended: %s", board.name, exc)
+                    try:
+                        board.send({"type": "abort", "reason": str(exc)})
+                    except HierTrainError:
+                        pass
+                if self.once:
+                    return
+        finally:
+            self.listener.close()
+            if self.cloud_link is not None:
+                self.cloud_link.close()
+
+    # --- one job ----------------------------------------------------------------
+
+    def _check_board(self, join: dict[str, Any]) -> int:
+        shape = tuple(join["sample_shape"])
+        if shape != self.spec.input_shape:
+            raise ConfigError(
+                f"the board's samples have shape {shape}, model {self.spec.name} takes "
+                f"{self.spec.input_shape}"
+            )
+        if join["num_classes"] > self.spec.num_classes:
+            raise ConfigError(
+                f"the board's labels go up to {join['num_classes'] - 1}, model has "
+                f"{self.spec.num_classes} classes"
+            )
+        return self.job.total_steps(int(join["n_train"]))
+
+    def run_job(self, board: Mailbox, join: dict[str, Any]) -> None:
+        job, spec, schedule = self.job, self.spec, self.schedule
+        n = spec.num_units
+        steps = self._check_board(join)
+        job_id = uuid.uuid4().hex[:8]
+        tier = TierSlice("edge", spec, job, schedule)
+        job_dict = job.model_dump(mode="json")
+        cloud: Mailbox | None = None
+        if schedule.uses_cloud(n):
+            assert self.cloud_link is not None
+            cloud = Mailbox(self.cloud_link, name="the cloud")
+            cloud.send({
+                "type": "setup", "job_id": job_id, "job": job_dict, "schedule": schedule.to_dict(),
+                "units": tier.unit_state(schedule.replicated("cloud", n)),
+            })
+            cloud.expect("ready", 0, CLOUD_SETUP_TIMEOUT_S)
+        board.send({
+            "type": "job", "job_id": job_id, "job": job_dict, "schedule": schedule.to_dict(),
+            "steps": steps, "units": tier.unit_state(schedule.replicated("device", n)),
+        })
+        log.info("job %s started with %s: %d steps of %d samples", job_id, board.name, steps,
+                 job.batch_size)
+        try:
+            while True:
+                msg = board.expect(("step", "finish"), None, job.step_timeout_s)
+                if msg["type"] == "finish":
+                    break
+                self._step(msg["step"], tier, board, cloud)
+            self._finish(msg, tier, board, cloud, job_id, job_dict)
+        except BaseException as exc:
+            if cloud is not None:
+                cloud.send({"type": "abort", "reason": f"edge: {exc}"})
+            raise
+
+    def _step(self, step: int, tier: TierSlice, board: Mailbox, cloud: Mailbox | None) -> None:
+        schedule, n, timeout = self.schedule, self.spec.num_units, self.job.step_timeout_s
+        batch_size = self.job.batch_size
+        tier.begin_step()
+        if cloud is not None:
+            cloud.send({"type": "step", "step": step})
+
+        # 1. Groups arrive from the board in dispatch order: pass cloud-bound ones on,
+        #    train edge-terminal ones to the loss and answer them at once.
+        cloud_bound = []
+        for gid in schedule.dispatch_order(n):
+            g = schedule.groups[gid]
+            fwd = board.expect("fwd", step, timeout, gid)
+            a, b = g.span("edge", n)
+            if g.loss_tier(n) == "cloud":
+                h = tier.forward(gid, a, b, fwd["x"])
+                assert cloud is not None
+                cloud.send({"type": "fwd", "step": step, "gid": gid, "x": h, "y": fwd["y"]})
+                cloud_bound.append(gid)
+            else:
+                loss, grad = tier.forward_loss(a, b, fwd["x"], fwd["y"], batch_size)
+                board.send({"type": "bwd", "step": step, "gid": gid, "grad": grad, "loss": loss})
+
+        # 2. The cloud's gradients come back: finish the edge part, pass them down.
+        for gid in cloud_bound:
+            assert cloud is not None
+            bwd = cloud.expect("bwd", step, timeout, gid)
+            grad = tier.backward(gid, bwd["grad"])
+            if schedule.groups[gid].c1 == 0:
+                grad = None  # the board sent raw samples and ran nothing for this group
+            board.send({"type": "bwd", "step": step, "gid": gid, "grad": grad, "loss": bwd["loss"]})
+
+        # 3. Replicated units: sum every copy's gradient, step, send the weights back.
+        replicas = []
+        if schedule.replicated("device", n):
+            replicas.append(board.expect("grads", step, timeout)["units"])
+        if cloud is not None and schedule.replicated("cloud", n):
+            replicas.append(cloud.expect("grads", step, timeout)["units"])
+        tier.add_replica_grads(replicas)
+        tier.step_optimizer()
+        if schedule.replicated("device", n):
+            board.send({"type": "weights", "step": step,
+                        "units": tier.unit_state(schedule.replicated("device", n))})
+        if cloud is not None and schedule.replicated("cloud", n):
+            cloud.send({"type": "weights", "step": step,
+                        "units": tier.unit_state(schedule.replicated("cloud", n))})
+
+    def _finish(self, msg: dict[str, Any], tier: TierSlice, board: Mailbox,
+                cloud: Mailbox | None, job_id: str, job_dict: dict[str, Any]) -> None:
+        """Gather every owner's units into one model and give it to every tier."""
+        step = msg["step"]
+        parts = [msg["units"], tier.unit_state(tier.owns)]
+        if cloud is not None:
+            cloud.send({"type": "finish", "step": step})
+            parts.append(cloud.expect("state", step, self.job.step_timeout_s)["units"])
+        state = full_state(parts)
+        meta = {"job_id": job_id, "steps": step}
+        final = {"type": "model", "step": step, "state": state, "meta": meta}
+        board.send(final)
+        if cloud is not None:
+            cloud.send(final)
+        if self.out_dir is not None:
+            save_model(self.out_dir / "model.pt", job_dict, state, meta)
+        log.info("job %s finished after %d steps; model gathered from all tiers", job_id, step)

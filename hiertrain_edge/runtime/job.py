@@ -1,0 +1,96 @@
+"""The training job: what the edge reads from `job.toml` and hands to every tier."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hiertrain_edge.errors import ConfigError
+from hiertrain_edge.models import ModelSpec, get_model
+from hiertrain_edge.planning.schedule import Schedule, default_three_group
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (Ubuntu 22.04, JetPack 6)
+    import tomli as tomllib
+
+
+class Job(BaseModel):
+    """Every setting of one training job; the edge's job file, validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = "small_cnn"
+    num_classes: int = Field(10, ge=2)
+    input_shape: tuple[int, ...] | None = None
+    batch_size: int = Field(64, ge=1)
+    steps: int | None = Field(None, ge=1)
+    epochs: float = Field(3.0, gt=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    seed: int = 0
+    schedule: dict[str, Any] | None = None
+    step_timeout_s: float = Field(120.0, gt=0)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_shape(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            Schedule.from_dict(v)
+        return v
+
+    def spec(self) -> ModelSpec:
+        return get_model(self.model, self.num_classes, self.input_shape)
+
+    def the_schedule(self, spec: ModelSpec | None = None) -> Schedule:
+        """The job's fixed schedule, or the three-group default when none is given."""
+        spec = spec or self.spec()
+        if self.schedule is None:
+            return default_three_group(spec.num_units, self.batch_size)
+        return Schedule.from_dict(self.schedule).validate(spec.num_units, self.batch_size)
+
+    def total_steps(self, n_train: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        return max(1, math.ceil(self.epochs * steps_per_epoch(n_train, self.batch_size)))
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Full batches per pass over the data; the last partial batch is dropped."""
+    if n_train < batch_size:
+        raise ConfigError(
+            f"batch size {batch_size} exceeds the {n_train} training samples on the board"
+        )
+    return n_train // batch_size
+
+
+def _pretty(exc: ValidationError, where: str) -> ConfigError:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    return ConfigError(f"{where}: {field}: {first['msg']} (got {first.get('input')!r})")
+
+
+def job_from_dict(data: dict[str, Any], where: str = "job") -> Job:
+    try:
+        return Job.model_validate(data)
+    except ValidationError as exc:
+        raise _pretty(exc, where) from exc
+
+
+def load_job(path: str | Path) -> Job:
+    """Read and validate a TOML job file."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"job file {str(p)!r} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"job file {p} is not valid TOML: {exc}") from exc
+    return job_from_dict(data, str(p))

@@ -1,0 +1,89 @@
+"""Waiting for one expected message on a link while keeping the early ones for later."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+from hiertrain_edge.errors import PeerLostError, ProtocolError, TransportError
+from hiertrain_edge.wire.transport import Deadline, Link, Listener
+
+log = logging.getLogger(__name__)
+
+
+class RemoteAbort(TransportError):
+    """The peer ended the job and said why."""
+
+
+class Mailbox:
+    """Messages from one peer, matched by (type, step, group).
+
+    A message for a later step is kept until it is asked for; one for an earlier step
+    (a late or duplicated reply) is dropped with a log line.
+    """
+
+    def __init__(self, sock: Link | Listener, peer: bytes | None = None, name: str = "") -> None:
+        self.sock = sock
+        self.peer = peer
+        self.name = name or sock.where
+        self._backlog: deque[dict[str, Any]] = deque()
+
+    def send(self, msg: dict[str, Any]) -> None:
+        if isinstance(self.sock, Listener):
+            assert self.peer is not None
+            self.sock.send(self.peer, msg)
+        else:
+            self.sock.send(msg)
+
+    def _recv(self, timeout_s: float, what: str) -> dict[str, Any]:
+        if isinstance(self.sock, Listener):
+            while True:
+                peer, msg = self.sock.recv(timeout_s, what)
+                if peer == self.peer:
+                    return msg
+                log.warning("dropped %s from unexpected peer %s on %s", msg.get("type"),
+                            peer.hex(), self.name)
+                if msg.get("type") == "join":
+                    self.sock.send(peer, {"type": "abort", "reason": "this edge is busy with another board"})
+        return self.sock.recv(timeout_s, what)
+
+    def expect(
+        self, types: str | tuple[str, ...], step: int | None, timeout_s: float,
+        gid: int | None = None,
+    ) -> dict[str, Any]:
+        """The next message of one of `types` for `step` (and group `gid`), within the timeout."""
+        if isinstance(types, str):
+            types = (types,)
+        what = f"{'/'.join(types)} for step {step}" + (f" group {gid}" if gid is not None else "")
+
+        def matches(m: dict[str, Any]) -> bool:
+            return (
+                m["type"] in types
+                and (step is None or m.get("step") == step)
+                and (gid is None or m.get("gid") == gid)
+            )
+
+        for m in list(self._backlog):
+            if matches(m):
+                self._backlog.remove(m)
+                return m
+        deadline = Deadline(timeout_s)
+        while True:
+            left = deadline.left()
+            if left <= 0:
+                raise PeerLostError(f"no {what} from {self.name} within {timeout_s:g} s")
+            msg = self._recv(left, what)
+            if msg["type"] == "abort":
+                raise RemoteAbort(f"{self.name} ended the job: {msg.get('reason', 'no reason given')}")
+            if matches(msg):
+                return msg
+            msg_step = msg.get("step")
+            if step is not None and isinstance(msg_step, int) and msg_step < step:
+                log.info("dropped late %s for step %s from %s (now at step %d)",
+                         msg["type"], msg_step, self.name, step)
+                continue
+            if len(self._backlog) > 64:
+                raise ProtocolError(f"{self.name} sent more than 64 unexpected messages while "
+                                    f"waiting for {what}; last was {msg['type']!r}")
+            self._backlog.append(msg)

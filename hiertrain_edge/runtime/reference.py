@@ -1,0 +1,45 @@
+"""Single-process training on the board's batches: what one hybrid step must equal."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hiertrain_edge.datasets import Dataset
+from hiertrain_edge.models import build_model
+from hiertrain_edge.runtime.batches import BatchOrder
+from hiertrain_edge.runtime.job import Job
+from hiertrain_edge.runtime.slices import make_optimizer
+
+
+def train_reference(job: Job, train: Dataset, steps: int) -> nn.Sequential:
+    """Train the whole model in one process on the same batches the board draws."""
+    spec = job.spec()
+    model = build_model(spec, job.seed)
+    model.train()
+    optimizer = make_optimizer(job, list(model.parameters()))
+    order = BatchOrder(len(train), job.batch_size, job.seed)
+    loss_fn = nn.CrossEntropyLoss()
+    for step in range(steps):
+        idx = order.indices(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(train.x[idx]), train.y[idx])
+        loss.backward()
+        optimizer.step()
+    return model
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Dataset, batch_size: int = 500) -> tuple[float, float]:
+    """Accuracy (0..1) and mean cross-entropy of `model` on `data`, in eval mode."""
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    for start in range(0, len(data), batch_size):
+        x = data.x[start : start + batch_size]
+        y = data.y[start : start + batch_size]
+        logits = model(x)
+        loss_sum += float(loss_fn(logits, y))
+        correct += int((logits.argmax(1) == y).sum())
+    n = max(1, len(data))
+    return correct / n, loss_sum / n
