@@ -1,16 +1,19 @@
-"""Argument parsing for every `hiertrain-edge` subcommand; the work happens elsewhere."""
+"""The `hiertrain-edge` entry point: collects the subcommands and turns errors into one line."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
 from hiertrain_edge import __version__
+from hiertrain_edge.cli.common import set_threads
 from hiertrain_edge.errors import HierTrainError
 
-log = logging.getLogger("hiertrain_edge")
+# Each module defines register(subparsers); its parsers set `func` and `tier`.
+COMMAND_MODULES = ("hiertrain_edge.cli.train",)
 
 
 def _setup_logging(level: str, tier: str) -> None:
@@ -21,137 +24,26 @@ def _setup_logging(level: str, tier: str) -> None:
     )
 
 
-def _threads(n: int | None) -> None:
-    if n:
-        import torch
-
-        torch.set_num_threads(n)
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch threads for this tier (default: torch's choice)")
-
-
-def _add_job_overrides(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--schedule", metavar="N:C1:C2,...",
-                   help="groups as n:c1:c2, e.g. 22:6:6,21:2:6,21:2:4 (overrides the job file)")
-
-
-def cmd_cloud(args: argparse.Namespace) -> int:
-    from hiertrain_edge.runtime.cloud import CloudServer
-    from hiertrain_edge.wire.transport import CLOUD_PORT
-
-    listen = args.listen or f"tcp://*:{CLOUD_PORT}"
-    CloudServer(listen, args.out, once=args.once).serve()
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from hiertrain_edge.planning.schedule import Schedule
-    from hiertrain_edge.runtime.edge import EdgeServer
-    from hiertrain_edge.runtime.job import Job, load_job
-    from hiertrain_edge.wire.transport import CLOUD_PORT, EDGE_PORT, endpoint
-
-    job = load_job(args.job) if args.job else Job()
-    schedule = Schedule.parse(args.schedule) if args.schedule else None
-    cloud = endpoint(args.cloud, CLOUD_PORT) if args.cloud else None
-    listen = args.listen or f"tcp://*:{EDGE_PORT}"
-    EdgeServer(job, listen, cloud, args.out, once=args.once, schedule=schedule).serve()
-    return 0
-
-
-def cmd_join(args: argparse.Namespace) -> int:
-    from hiertrain_edge.datasets import load_dataset, split
-    from hiertrain_edge.runtime.device import Board
-    from hiertrain_edge.wire.transport import EDGE_PORT, endpoint
-
-    data = load_dataset(args.data)
-    train, test = split(data, args.test_fraction)
-    report = Board(endpoint(args.edge, EDGE_PORT), train, test, args.out).run()
-    if args.report:
-        report.write(args.report)
-    acc = "n/a" if report.test_accuracy is None else f"{report.test_accuracy:.4f}"
-    print(f"trained {len(report.iterations)} steps in {report.wall_s:.1f} s: "
-          f"train loss {report.train_loss:.4f}, test accuracy {acc} on {len(test)} samples")
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from hiertrain_edge.planning.schedule import Schedule
-    from hiertrain_edge.runtime.demo import run_demo
-
-    settings: dict[str, object] = {
-        "model": args.model, "batch_size": args.batch_size, "steps": args.steps,
-        "epochs": args.epochs, "optimizer": args.optimizer, "lr": args.lr, "seed": args.seed,
-    }
-    if args.schedule:
-        settings["schedule"] = Schedule.parse(args.schedule).to_dict()
-    return run_demo(settings, args.data, args.report, args.out, args.threads or 1,
-                    args.test_fraction, args.log_level)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hiertrain-edge",
         description="Train one model together on a board, an edge PC and a cloud server.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("cloud", help="run the cloud tier: wait for edges and train their tails")
-    p.add_argument("--listen", help="endpoint to bind (default tcp://*:47820)")
-    p.add_argument("--out", help="folder for the trained model (model.pt)")
-    p.add_argument("--once", action="store_true", help="exit after one job")
-    _add_common(p)
-    p.set_defaults(func=cmd_cloud, tier="cloud")
-
-    p = sub.add_parser("serve", help="run the edge tier: admit a board and coordinate the job")
-    p.add_argument("--job", help="job file (TOML); default: the built-in small-CNN job")
-    p.add_argument("--cloud", help="cloud host[:port] (default port 47820)")
-    p.add_argument("--listen", help="endpoint to bind for boards (default tcp://*:47810)")
-    p.add_argument("--out", help="folder for the trained model (model.pt)")
-    p.add_argument("--once", action="store_true", help="exit after one job")
-    _add_job_overrides(p)
-    _add_common(p)
-    p.set_defaults(func=cmd_serve, tier="edge")
-
-    p = sub.add_parser("join", help="run the device tier on the board that holds the data")
-    p.add_argument("edge", metavar="EDGE_HOST", help="edge host[:port] (default port 47810)")
-    p.add_argument("--data", help="MNIST IDX folder, .npz with x and y, or image folder "
-                                  "(default: the bundled MNIST test set)")
-    p.add_argument("--test-fraction", type=float, default=0.2,
-                   help="last fraction of the samples held out for testing (default 0.2)")
-    p.add_argument("--report", help="write a JSON run report here")
-    p.add_argument("--out", help="folder for the trained model (model.pt)")
-    _add_common(p)
-    p.set_defaults(func=cmd_join, tier="device")
-
-    p = sub.add_parser("demo", help="all three tiers on this machine, on the bundled MNIST")
-    p.add_argument("--data", help="data path as for join (default: the bundled MNIST test set)")
-    p.add_argument("--model", default="small_cnn")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=None, help="steps (default: --epochs)")
-    p.add_argument("--epochs", type=float, default=3.0)
-    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--report", help="write the board's JSON run report here")
-    p.add_argument("--out", help="folder for logs and models (default: a temporary folder)")
-    _add_job_overrides(p)
-    _add_common(p)
-    p.set_defaults(func=cmd_demo, tier="demo")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.log_level, args.tier)
-    _threads(args.threads)
+    _setup_logging(args.log_level, getattr(args, "tier", args.command))
+    set_threads(getattr(args, "threads", None))
     try:
         return int(args.func(args) or 0)
     except HierTrainError as exc:

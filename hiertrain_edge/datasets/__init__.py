@@ -1,4 +1,4 @@
-"""Reading a board's training data: MNIST IDX files, `.npz` arrays, image folders, and the bundled MNIST."""
+"""Reading a board's training data: MNIST IDX, `.npz`, image folders, the bundled MNIST."""
 
 from hiertrain_edge.datasets.loaders import Dataset, bundled_mnist_path, load_dataset, split
 

@@ -41,7 +41,11 @@ class Dataset:
 
     def subset(self, start: int, stop: int) -> Dataset:
         return Dataset(
-            self.x[start:stop], self.y[start:stop], self.source, self.mean, self.std,
+            self.x[start:stop],
+            self.y[start:stop],
+            self.source,
+            self.mean,
+            self.std,
             self.class_names,
         )
 
@@ -96,8 +100,12 @@ def _load_mnist_dir(folder: Path) -> Dataset:
         raise DataError(f"{images} has {x.shape[0]} images but {labels} has {y.shape[0]} labels")
     xt = (torch.from_numpy(x.astype(np.float32) / 255.0) - MNIST_MEAN) / MNIST_STD
     return Dataset(
-        xt.unsqueeze(1), torch.from_numpy(y.astype(np.int64)), str(folder), MNIST_MEAN,
-        MNIST_STD, [str(i) for i in range(10)],
+        xt.unsqueeze(1),
+        torch.from_numpy(y.astype(np.int64)),
+        str(folder),
+        MNIST_MEAN,
+        MNIST_STD,
+        [str(i) for i in range(10)],
     )
 
 
@@ -141,12 +149,14 @@ def _load_image_folder(folder: Path) -> Dataset:
             arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
             if xs and arr.shape != xs[0].shape:
                 raise DataError(
-                    f"{img_path} has shape {arr.shape}, expected {xs[0].shape} like the first image"
+                    f"{img_path} has shape {arr.shape}, expected {xs[0].shape} as the first"
                 )
             xs.append(arr)
             ys.append(label)
     if not xs:
-        raise DataError(f"{folder} has class folders but no images ({', '.join(sorted(_IMAGE_SUFFIXES))})")
+        raise DataError(
+            f"{folder} has class folders but no images ({', '.join(sorted(_IMAGE_SUFFIXES))})"
+        )
     x = torch.from_numpy(np.stack(xs).astype(np.float32) / 255.0)
     return Dataset(x, torch.tensor(ys, dtype=torch.int64), str(folder), class_names=classes)
 
@@ -180,5 +190,7 @@ def split(data: Dataset, test_fraction: float) -> tuple[Dataset, Dataset]:
     n_test = int(round(len(data) * test_fraction))
     n_train = len(data) - n_test
     if n_train <= 0:
-        raise DataError(f"no training samples left: {len(data)} samples, test fraction {test_fraction}")
+        raise DataError(
+            f"no training samples left: {len(data)} samples, test fraction {test_fraction}"
+        )
     return data.subset(0, n_train), data.subset(n_train, len(data))

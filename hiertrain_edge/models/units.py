@@ -23,7 +23,9 @@ def build_units(spec: ModelSpec, indices: Iterable[int], seed: int) -> dict[int,
     units: dict[int, nn.Module] = {}
     for i in sorted(set(indices)):
         if not 0 <= i < spec.num_units:
-            raise ModelError(f"unit index {i} out of range for {spec.name} (0..{spec.num_units - 1})")
+            raise ModelError(
+                f"unit index {i} out of range for {spec.name} (0..{spec.num_units - 1})"
+            )
         state = torch.random.get_rng_state()
         torch.manual_seed(seed * 100_003 + i)
         try:

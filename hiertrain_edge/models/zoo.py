@@ -1,4 +1,4 @@
-"""Built-in models as ordered unit factories, and user models given as `package.module:function`."""
+"""Built-in models as ordered unit factories, and user models as `package.module:function`."""
 
 from __future__ import annotations
 
@@ -154,7 +154,9 @@ _MOBILENETV2_CFG = (
 
 def _mobilenetv2(num_classes: int = 10) -> ModelSpec:
     factories: list[UnitFactory] = [
-        lambda: nn.Sequential(nn.Conv2d(3, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6())
+        lambda: nn.Sequential(
+            nn.Conv2d(3, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6()
+        )
     ]
     c_in = 32
     for expand, c_out, repeats, stride in _MOBILENETV2_CFG:

@@ -66,9 +66,7 @@ class Schedule:
 
     def validate(self, num_units: int, batch_size: int | None = None) -> Schedule:
         if not 1 <= len(self.groups) <= MAX_GROUPS:
-            raise ScheduleError(
-                f"a schedule has 1 to {MAX_GROUPS} groups, got {len(self.groups)}"
-            )
+            raise ScheduleError(f"a schedule has 1 to {MAX_GROUPS} groups, got {len(self.groups)}")
         for i, g in enumerate(self.groups):
             if g.n <= 0:
                 raise ScheduleError(f"group {i} has n={g.n}; every group needs n >= 1")
@@ -150,9 +148,7 @@ class Schedule:
                 'schedule must look like {"groups": [{"n": int, "cuts": [c1, c2]}, ...]}, '
                 f"got {data!r}"
             ) from exc
-        if len(groups) != len(data["groups"]) or any(
-            len(g["cuts"]) != 2 for g in data["groups"]
-        ):
+        if len(groups) != len(data["groups"]) or any(len(g["cuts"]) != 2 for g in data["groups"]):
             raise ScheduleError(f"every group needs exactly two cuts, got {data!r}")
         return cls(groups)
 
@@ -190,7 +186,9 @@ def default_three_group(num_units: int, batch_size: int) -> Schedule:
     on the edge, one chains device -> edge -> cloud.
     """
     if num_units < 3:
-        raise ScheduleError(f"a three-tier chain needs at least 3 units, the model has {num_units}")
+        raise ScheduleError(
+            f"a three-tier chain needs at least 3 units, the model has {num_units}"
+        )
     third = batch_size // 3
     if third == 0:
         raise ScheduleError(f"batch size {batch_size} is too small for three groups")

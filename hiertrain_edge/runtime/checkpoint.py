@@ -35,8 +35,9 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         raise
 
 
-def save_model(path: str | Path, job: dict[str, Any], state: dict[str, torch.Tensor],
-               meta: dict[str, Any]) -> None:
+def save_model(
+    path: str | Path, job: dict[str, Any], state: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
     """The trained model with the job that made it (model name, classes, input shape)."""
     atomic_save({"format": FORMAT, "job": job, "state": state, "meta": meta}, path)
 

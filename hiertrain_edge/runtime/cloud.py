@@ -8,11 +8,11 @@ from pathlib import Path
 import zmq
 
 from hiertrain_edge.errors import HierTrainError, PeerLostError
+from hiertrain_edge.planning.schedule import Schedule
 from hiertrain_edge.runtime.checkpoint import save_model
 from hiertrain_edge.runtime.job import job_from_dict
 from hiertrain_edge.runtime.mailbox import Mailbox, RemoteAbort
 from hiertrain_edge.runtime.slices import TierSlice
-from hiertrain_edge.planning.schedule import Schedule
 from hiertrain_edge.wire.transport import Listener
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,15 @@ class CloudServer:
         tier = TierSlice("cloud", spec, job, schedule)
         tier.load_unit_state(setup["units"])
         edge.send({"type": "ready", "step": 0})
-        log.info("cloud joined job %s: schedule %s, units %s", setup["job_id"],
-                 schedule.describe(), sorted(tier.runs))
-        order = [i for i in schedule.dispatch_order(n) if schedule.groups[i].loss_tier(n) == "cloud"]
+        log.info(
+            "cloud joined job %s: schedule %s, units %s",
+            setup["job_id"],
+            schedule.describe(),
+            sorted(tier.runs),
+        )
+        order = [
+            i for i in schedule.dispatch_order(n) if schedule.groups[i].loss_tier(n) == "cloud"
+        ]
         try:
             while True:
                 msg = edge.expect(("step", "finish"), None, job.step_timeout_s * 10)
@@ -71,7 +77,9 @@ class CloudServer:
                     fwd = edge.expect("fwd", step, job.step_timeout_s, gid)
                     g = schedule.groups[gid]
                     loss, grad = tier.forward_loss(g.c2, n, fwd["x"], fwd["y"], job.batch_size)
-                    edge.send({"type": "bwd", "step": step, "gid": gid, "grad": grad, "loss": loss})
+                    edge.send(
+                        {"type": "bwd", "step": step, "gid": gid, "grad": grad, "loss": loss}
+                    )
                 if tier.replicated:
                     edge.send({"type": "grads", "step": step, "units": tier.replica_grads()})
                 tier.step_optimizer()

@@ -30,8 +30,9 @@ def _toml_value(value: object) -> str:
 
 def write_job_file(path: Path, settings: dict[str, object]) -> Path:
     """A TOML job file from flat settings plus an optional `schedule` dict."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in settings.items()
-             if v is not None and k != "schedule"]
+    lines = [
+        f"{k} = {_toml_value(v)}" for k, v in settings.items() if v is not None and k != "schedule"
+    ]
     schedule = settings.get("schedule")
     if schedule:
         for g in schedule["groups"]:  # type: ignore[index]
@@ -61,18 +62,47 @@ def run_demo(
     logs = []
     try:
         for name, args in (
-            ("cloud", ["cloud", "--listen", f"tcp://127.0.0.1:{cloud_port}", "--once",
-                       "--out", str(work / "cloud")]),
-            ("edge", ["serve", "--listen", f"tcp://127.0.0.1:{edge_port}", "--cloud",
-                      f"127.0.0.1:{cloud_port}", "--job", str(job_file), "--once",
-                      "--out", str(work / "edge")]),
+            (
+                "cloud",
+                [
+                    "cloud",
+                    "--listen",
+                    f"tcp://127.0.0.1:{cloud_port}",
+                    "--once",
+                    "--out",
+                    str(work / "cloud"),
+                ],
+            ),
+            (
+                "edge",
+                [
+                    "serve",
+                    "--listen",
+                    f"tcp://127.0.0.1:{edge_port}",
+                    "--cloud",
+                    f"127.0.0.1:{cloud_port}",
+                    "--job",
+                    str(job_file),
+                    "--once",
+                    "--out",
+                    str(work / "edge"),
+                ],
+            ),
         ):
             f = open(work / f"{name}.log", "w")  # noqa: SIM115 (closed in finally)
             logs.append(f)
-            procs.append(subprocess.Popen(exe + args + common, stdout=f, stderr=subprocess.STDOUT,
-                                          env=env))
-        board_args = ["join", f"127.0.0.1:{edge_port}", "--out", str(work / "device"),
-                      "--test-fraction", str(test_fraction), *common]
+            procs.append(
+                subprocess.Popen(exe + args + common, stdout=f, stderr=subprocess.STDOUT, env=env)
+            )
+        board_args = [
+            "join",
+            f"127.0.0.1:{edge_port}",
+            "--out",
+            str(work / "device"),
+            "--test-fraction",
+            str(test_fraction),
+            *common,
+        ]
         if data:
             board_args += ["--data", data]
         if report:
@@ -89,8 +119,12 @@ def run_demo(
             for name in ("edge", "cloud"):
                 tail = (work / f"{name}.log").read_text().strip().splitlines()[-5:]
                 if tail:
-                    print(f"--- last lines of the {name} log ({work / (name + '.log')}):",
-                          *tail, sep="\n", file=sys.stderr)
+                    print(
+                        f"--- last lines of the {name} log ({work / (name + '.log')}):",
+                        *tail,
+                        sep="\n",
+                        file=sys.stderr,
+                    )
             raise HierTrainError(f"the board exited with status {rc}; see the logs in {work}")
         return rc
     finally:

@@ -84,12 +84,21 @@ class Board:
 
     def _run(self) -> Report:
         n_classes = int(self.train.y.max()) + 1
-        self.edge.send({
-            "type": "join", "board_id": self.board_id, "n_train": len(self.train),
-            "sample_shape": list(self.train.sample_shape), "num_classes": n_classes,
-        })
-        log.info("board %s joining %s with %d training samples", self.board_id, self.edge.name,
-                 len(self.train))
+        self.edge.send(
+            {
+                "type": "join",
+                "board_id": self.board_id,
+                "n_train": len(self.train),
+                "sample_shape": list(self.train.sample_shape),
+                "num_classes": n_classes,
+            }
+        )
+        log.info(
+            "board %s joining %s with %d training samples",
+            self.board_id,
+            self.edge.name,
+            len(self.train),
+        )
         offer = self.edge.expect("job", None, JOIN_TIMEOUT_S)
         job = job_from_dict(offer["job"], "job from the edge")
         spec = job.spec()
@@ -102,8 +111,14 @@ class Board:
         steps = int(offer["steps"])
         tier = TierSlice("device", spec, job, schedule)
         tier.load_unit_state(offer["units"])
-        log.info("job %s: model %s, %d steps, schedule %s; this board runs units %s",
-                 offer["job_id"], spec.name, steps, schedule.describe(), sorted(tier.runs))
+        log.info(
+            "job %s: model %s, %d steps, schedule %s; this board runs units %s",
+            offer["job_id"],
+            spec.name,
+            steps,
+            schedule.describe(),
+            sorted(tier.runs),
+        )
 
         report = Report(schedule=schedule.to_dict())
         order = BatchOrder(len(self.train), job.batch_size, job.seed)
@@ -114,9 +129,7 @@ class Board:
                 t0 = time.perf_counter()
                 loss = self._step(step, tier, schedule, order, job.batch_size, job.step_timeout_s)
                 measured = time.perf_counter() - t0
-                report.iterations.append(
-                    StepRecord(step, schedule.schedule_id(), loss, measured)
-                )
+                report.iterations.append(StepRecord(step, schedule.schedule_id(), loss, measured))
                 progress.update(step, loss, (step + 1) / (time.perf_counter() - t_run))
         finally:
             progress.close()
@@ -127,15 +140,30 @@ class Board:
         model = build_model(spec, job.seed)
         model.load_state_dict({k: v.clone() for k, v in final["state"].items()})
         if self.out_dir is not None:
-            save_model(self.out_dir / "model.pt", offer["job"], model.state_dict(),
-                       {**final["meta"], "mean": self.train.mean, "std": self.train.std,
-                        "class_names": self.train.class_names})
+            save_model(
+                self.out_dir / "model.pt",
+                offer["job"],
+                model.state_dict(),
+                {
+                    **final["meta"],
+                    "mean": self.train.mean,
+                    "std": self.train.std,
+                    "class_names": self.train.class_names,
+                },
+            )
         if len(self.test):
             report.test_accuracy, report.test_loss = evaluate(model, self.test)
         return report
 
-    def _step(self, step: int, tier: TierSlice, schedule: Schedule, order: BatchOrder,
-              batch_size: int, timeout: float) -> float:
+    def _step(
+        self,
+        step: int,
+        tier: TierSlice,
+        schedule: Schedule,
+        order: BatchOrder,
+        batch_size: int,
+        timeout: float,
+    ) -> float:
         n = tier.num_units
         idx = order.indices(step)
         x, y = self.train.x[idx], self.train.y[idx]

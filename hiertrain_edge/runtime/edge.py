@@ -3,6 +3,7 @@ replicated units (sum their gradients, step them, send the new weights back)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from pathlib import Path
@@ -51,8 +52,12 @@ class EdgeServer:
         self.cloud_link = Link(self.ctx, cloud) if cloud else None
         self.out_dir = Path(out_dir) if out_dir else None
         self.once = once
-        log.info("edge listening for boards on %s; job %s, schedule %s", listen, job.model,
-                 self.schedule.describe())
+        log.info(
+            "edge listening for boards on %s; job %s, schedule %s",
+            listen,
+            job.model,
+            self.schedule.describe(),
+        )
 
     def serve(self) -> None:
         try:
@@ -71,10 +76,8 @@ class EdgeServer:
                     log.error("%s", exc)
                 except (HierTrainError, KeyError, TypeError) as exc:
                     log.error("job with %s ended: %s", board.name, exc)
-                    try:
+                    with contextlib.suppress(HierTrainError):
                         board.send({"type": "abort", "reason": str(exc)})
-                    except HierTrainError:
-                        pass
                 if self.once:
                     return
         finally:
@@ -109,17 +112,33 @@ class EdgeServer:
         if schedule.uses_cloud(n):
             assert self.cloud_link is not None
             cloud = Mailbox(self.cloud_link, name="the cloud")
-            cloud.send({
-                "type": "setup", "job_id": job_id, "job": job_dict, "schedule": schedule.to_dict(),
-                "units": tier.unit_state(schedule.replicated("cloud", n)),
-            })
+            cloud.send(
+                {
+                    "type": "setup",
+                    "job_id": job_id,
+                    "job": job_dict,
+                    "schedule": schedule.to_dict(),
+                    "units": tier.unit_state(schedule.replicated("cloud", n)),
+                }
+            )
             cloud.expect("ready", 0, CLOUD_SETUP_TIMEOUT_S)
-        board.send({
-            "type": "job", "job_id": job_id, "job": job_dict, "schedule": schedule.to_dict(),
-            "steps": steps, "units": tier.unit_state(schedule.replicated("device", n)),
-        })
-        log.info("job %s started with %s: %d steps of %d samples", job_id, board.name, steps,
-                 job.batch_size)
+        board.send(
+            {
+                "type": "job",
+                "job_id": job_id,
+                "job": job_dict,
+                "schedule": schedule.to_dict(),
+                "steps": steps,
+                "units": tier.unit_state(schedule.replicated("device", n)),
+            }
+        )
+        log.info(
+            "job %s started with %s: %d steps of %d samples",
+            job_id,
+            board.name,
+            steps,
+            job.batch_size,
+        )
         try:
             while True:
                 msg = board.expect(("step", "finish"), None, job.step_timeout_s)
@@ -162,7 +181,9 @@ class EdgeServer:
             grad = tier.backward(gid, bwd["grad"])
             if schedule.groups[gid].c1 == 0:
                 grad = None  # the board sent raw samples and ran nothing for this group
-            board.send({"type": "bwd", "step": step, "gid": gid, "grad": grad, "loss": bwd["loss"]})
+            board.send(
+                {"type": "bwd", "step": step, "gid": gid, "grad": grad, "loss": bwd["loss"]}
+            )
 
         # 3. Replicated units: sum every copy's gradient, step, send the weights back.
         replicas = []
@@ -173,14 +194,31 @@ class EdgeServer:
         tier.add_replica_grads(replicas)
         tier.step_optimizer()
         if schedule.replicated("device", n):
-            board.send({"type": "weights", "step": step,
-                        "units": tier.unit_state(schedule.replicated("device", n))})
+            board.send(
+                {
+                    "type": "weights",
+                    "step": step,
+                    "units": tier.unit_state(schedule.replicated("device", n)),
+                }
+            )
         if cloud is not None and schedule.replicated("cloud", n):
-            cloud.send({"type": "weights", "step": step,
-                        "units": tier.unit_state(schedule.replicated("cloud", n))})
+            cloud.send(
+                {
+                    "type": "weights",
+                    "step": step,
+                    "units": tier.unit_state(schedule.replicated("cloud", n)),
+                }
+            )
 
-    def _finish(self, msg: dict[str, Any], tier: TierSlice, board: Mailbox,
-                cloud: Mailbox | None, job_id: str, job_dict: dict[str, Any]) -> None:
+    def _finish(
+        self,
+        msg: dict[str, Any],
+        tier: TierSlice,
+        board: Mailbox,
+        cloud: Mailbox | None,
+        job_id: str,
+        job_dict: dict[str, Any],
+    ) -> None:
         """Gather every owner's units into one model and give it to every tier."""
         step = msg["step"]
         parts = [msg["units"], tier.unit_state(tier.owns)]

@@ -42,14 +42,23 @@ class Mailbox:
                 peer, msg = self.sock.recv(timeout_s, what)
                 if peer == self.peer:
                     return msg
-                log.warning("dropped %s from unexpected peer %s on %s", msg.get("type"),
-                            peer.hex(), self.name)
+                log.warning(
+                    "dropped %s from unexpected peer %s on %s",
+                    msg.get("type"),
+                    peer.hex(),
+                    self.name,
+                )
                 if msg.get("type") == "join":
-                    self.sock.send(peer, {"type": "abort", "reason": "this edge is busy with another board"})
+                    self.sock.send(
+                        peer, {"type": "abort", "reason": "this edge is busy with another board"}
+                    )
         return self.sock.recv(timeout_s, what)
 
     def expect(
-        self, types: str | tuple[str, ...], step: int | None, timeout_s: float,
+        self,
+        types: str | tuple[str, ...],
+        step: int | None,
+        timeout_s: float,
         gid: int | None = None,
     ) -> dict[str, Any]:
         """The next message of one of `types` for `step` (and group `gid`), within the timeout."""
@@ -75,15 +84,24 @@ class Mailbox:
                 raise PeerLostError(f"no {what} from {self.name} within {timeout_s:g} s")
             msg = self._recv(left, what)
             if msg["type"] == "abort":
-                raise RemoteAbort(f"{self.name} ended the job: {msg.get('reason', 'no reason given')}")
+                raise RemoteAbort(
+                    f"{self.name} ended the job: {msg.get('reason', 'no reason given')}"
+                )
             if matches(msg):
                 return msg
             msg_step = msg.get("step")
             if step is not None and isinstance(msg_step, int) and msg_step < step:
-                log.info("dropped late %s for step %s from %s (now at step %d)",
-                         msg["type"], msg_step, self.name, step)
+                log.info(
+                    "dropped late %s for step %s from %s (now at step %d)",
+                    msg["type"],
+                    msg_step,
+                    self.name,
+                    step,
+                )
                 continue
             if len(self._backlog) > 64:
-                raise ProtocolError(f"{self.name} sent more than 64 unexpected messages while "
-                                    f"waiting for {what}; last was {msg['type']!r}")
+                raise ProtocolError(
+                    f"{self.name} sent more than 64 unexpected messages while "
+                    f"waiting for {what}; last was {msg['type']!r}"
+                )
             self._backlog.append(msg)

@@ -22,9 +22,7 @@ def make_optimizer(job: Job, params: list[nn.Parameter]) -> torch.optim.Optimize
         return None
     if job.optimizer == "adam":
         return torch.optim.Adam(params, lr=job.lr, betas=job.betas, weight_decay=job.weight_decay)
-    return torch.optim.SGD(
-        params, lr=job.lr, momentum=job.momentum, weight_decay=job.weight_decay
-    )
+    return torch.optim.SGD(params, lr=job.lr, momentum=job.momentum, weight_decay=job.weight_decay)
 
 
 class TierSlice:
@@ -78,7 +76,7 @@ class TierSlice:
         return h.detach()
 
     def backward(self, gid: int, grad_out: torch.Tensor | None) -> torch.Tensor | None:
-        """Back-propagate the gradient w.r.t. group `gid`'s output; return the one w.r.t. its input."""
+        """Back-propagate group `gid`'s output gradient; return the one w.r.t. its input."""
         saved = self._saved.pop(gid)
         if saved is None:
             return grad_out
@@ -138,7 +136,7 @@ class TierSlice:
             for name, buf in unit.named_buffers():
                 copies = [buf] + [part["buffers"][name] for part in parts]
                 if buf.is_floating_point():
-                    mixed = sum(w * c for w, c in zip(weights, copies)) / sum(weights)
+                    mixed = sum(w * c for w, c in zip(weights, copies, strict=True)) / sum(weights)
                     buf.copy_(mixed)
                 else:
                     buf.copy_(max(copies, key=lambda c: int(c.max()) if c.numel() else 0))

@@ -113,7 +113,9 @@ def decode(frames: Sequence[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise ProtocolError(f"malformed tensor descriptor: {exc}") from exc
         if name not in DTYPES:
-            raise ProtocolError(f"dtype {name!r} is not allowed; expected one of {', '.join(DTYPES)}")
+            raise ProtocolError(
+                f"dtype {name!r} is not allowed; expected one of {', '.join(DTYPES)}"
+            )
         if not isinstance(index, int) or not 1 <= index < len(views):
             raise ProtocolError(f"tensor frame index {index!r} out of range 1..{len(views) - 1}")
         if used[index]:
@@ -132,7 +134,8 @@ def decode(frames: Sequence[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
         buf = views[index]
         if count * itemsize != buf.nbytes:
             raise ProtocolError(
-                f"tensor {name}{shape} needs {count * itemsize} bytes, frame {index} has {buf.nbytes}"
+                f"tensor {name}{shape} needs {count * itemsize} bytes, "
+                f"frame {index} has {buf.nbytes}"
             )
         used[index] = True
         if count == 0:
@@ -141,9 +144,7 @@ def decode(frames: Sequence[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
         return t if order == _NATIVE_ORDER else _byteswap(t)
 
     try:
-        msg = msgpack.unpackb(
-            views[0], ext_hook=ext_hook, raw=False, strict_map_key=True
-        )
+        msg = msgpack.unpackb(views[0], ext_hook=ext_hook, raw=False, strict_map_key=True)
     except ProtocolError:
         raise
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
@@ -152,7 +153,8 @@ def decode(frames: Sequence[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
         raise ProtocolError(f"header must be a msgpack map, got {type(msg).__name__}")
     if msg.get("v") != PROTOCOL_VERSION:
         raise ProtocolError(
-            f"protocol version {msg.get('v')!r} not supported; this build speaks {PROTOCOL_VERSION}"
+            f"protocol version {msg.get('v')!r} not supported; "
+            f"this build speaks {PROTOCOL_VERSION}"
         )
     if not isinstance(msg.get("type"), str):
         raise ProtocolError(f"message type must be a string, got {msg.get('type')!r}")
