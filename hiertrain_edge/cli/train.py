@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from hiertrain_edge.cli.common import add_threads
 
@@ -27,10 +28,10 @@ def cmd_cloud(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from hiertrain_edge.planning.schedule import Schedule
     from hiertrain_edge.runtime.edge import EdgeServer
-    from hiertrain_edge.runtime.job import Job, load_job
+    from hiertrain_edge.runtime.job import Job
     from hiertrain_edge.wire.transport import CLOUD_PORT, EDGE_PORT, endpoint
 
-    job = load_job(args.job) if args.job else Job()
+    job = Path(args.job) if args.job else Job()
     schedule = Schedule.parse(args.schedule) if args.schedule else None
     cloud = endpoint(args.cloud, CLOUD_PORT) if args.cloud else None
     listen = args.listen or f"tcp://*:{EDGE_PORT}"

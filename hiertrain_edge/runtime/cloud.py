@@ -11,6 +11,7 @@ from hiertrain_edge.errors import HierTrainError, PeerLostError
 from hiertrain_edge.planning.schedule import Schedule
 from hiertrain_edge.runtime.checkpoint import save_model
 from hiertrain_edge.runtime.job import job_from_dict
+from hiertrain_edge.runtime.logstep import set_step
 from hiertrain_edge.runtime.mailbox import Mailbox, RemoteAbort
 from hiertrain_edge.runtime.slices import TierSlice
 from hiertrain_edge.wire.transport import Listener
@@ -72,6 +73,7 @@ class CloudServer:
                 if msg["type"] == "finish":
                     break
                 step = msg["step"]
+                set_step(step)
                 tier.begin_step()
                 for gid in order:
                     fwd = edge.expect("fwd", step, job.step_timeout_s, gid)
@@ -85,7 +87,14 @@ class CloudServer:
                 tier.step_optimizer()
                 if tier.replicated:
                     tier.load_unit_state(edge.expect("weights", step, job.step_timeout_s)["units"])
-            edge.send({"type": "state", "step": msg["step"], "units": tier.unit_state(tier.owns)})
+            edge.send(
+                {
+                    "type": "state",
+                    "step": msg["step"],
+                    "units": tier.unit_state(tier.owns),
+                    "replicas": tier.unit_state(tier.replicated),
+                }
+            )
             final = edge.expect("model", None, job.step_timeout_s)
         except RemoteAbort as exc:
             log.error("%s", exc)

@@ -20,6 +20,7 @@ from hiertrain_edge.planning.schedule import Schedule
 from hiertrain_edge.runtime.batches import BatchOrder
 from hiertrain_edge.runtime.checkpoint import save_model
 from hiertrain_edge.runtime.job import job_from_dict
+from hiertrain_edge.runtime.logstep import set_step
 from hiertrain_edge.runtime.mailbox import Mailbox
 from hiertrain_edge.runtime.reference import evaluate
 from hiertrain_edge.runtime.report import Report, StepRecord
@@ -72,6 +73,7 @@ class Board:
         self.train, self.test = train, test
         self.out_dir = Path(out_dir) if out_dir else None
         self.board_id = board_id or uuid.uuid4().hex[:8]
+        self.last_step: dict[str, float] = {}  # the previous step's loss and time, for the edge
 
     def run(self) -> Report:
         started = time.perf_counter()
@@ -126,16 +128,26 @@ class Board:
         t_run = time.perf_counter()
         try:
             for step in range(steps):
+                set_step(step)
                 t0 = time.perf_counter()
                 loss = self._step(step, tier, schedule, order, job.batch_size, job.step_timeout_s)
                 measured = time.perf_counter() - t0
+                self.last_step = {"prev_loss": loss, "prev_measured_s": measured}
                 report.iterations.append(StepRecord(step, schedule.schedule_id(), loss, measured))
                 progress.update(step, loss, (step + 1) / (time.perf_counter() - t_run))
         finally:
             progress.close()
 
         # Gather the trained model from every owner, then test it here.
-        self.edge.send({"type": "finish", "step": steps, "units": tier.unit_state(tier.owns)})
+        self.edge.send(
+            {
+                "type": "finish",
+                "step": steps,
+                **self.last_step,
+                "units": tier.unit_state(tier.owns),
+                "replicas": tier.unit_state(tier.replicated),
+            }
+        )
         final = self.edge.expect("model", steps, job.step_timeout_s)
         model = build_model(spec, job.seed)
         model.load_state_dict({k: v.clone() for k, v in final["state"].items()})
@@ -174,7 +186,7 @@ class Board:
             return x[at : at + size], y[at : at + size]
 
         tier.begin_step()
-        self.edge.send({"type": "step", "step": step})
+        self.edge.send({"type": "step", "step": step, **self.last_step})
 
         # 1. Offloaded groups first, so the edge and cloud start while we work.
         offloaded = schedule.dispatch_order(n)

@@ -12,11 +12,11 @@ from typing import Any
 import zmq
 
 from hiertrain_edge.errors import ConfigError, HierTrainError, PeerLostError
-from hiertrain_edge.models import ModelSpec
 from hiertrain_edge.planning.schedule import Schedule
 from hiertrain_edge.runtime.checkpoint import save_model
-from hiertrain_edge.runtime.job import Job
+from hiertrain_edge.runtime.job import Job, load_job
 from hiertrain_edge.runtime.mailbox import Mailbox, RemoteAbort
+from hiertrain_edge.runtime.observe import EdgeObserver
 from hiertrain_edge.runtime.slices import TierSlice, full_state
 from hiertrain_edge.wire.transport import Link, Listener
 
@@ -27,37 +27,51 @@ CLOUD_SETUP_TIMEOUT_S = 60.0
 
 
 class EdgeServer:
-    """Serves boards one job at a time; `once` stops after the first job."""
+    """Serves boards one job at a time; `once` stops after the first job.
+
+    Given a job file path, the edge re-reads it whenever a board joins, so an operator
+    can change the next job without restarting the edge.
+    """
 
     def __init__(
         self,
-        job: Job,
+        job: Job | Path,
         listen: str,
         cloud: str | None,
         out_dir: str | Path | None = None,
         once: bool = False,
         schedule: Schedule | None = None,
+        status_listen: str | None = None,
+        metrics_port: int | None = None,
     ) -> None:
-        self.job = job
-        self.spec: ModelSpec = job.spec()
-        self.schedule = (schedule or job.the_schedule(self.spec)).validate(
-            self.spec.num_units, job.batch_size
-        )
-        if self.schedule.uses_cloud(self.spec.num_units) and not cloud:
-            raise ConfigError(
-                f"schedule {self.schedule.describe()} runs units on the cloud; give --cloud HOST"
-            )
+        self.job_path = job if isinstance(job, Path) else None
+        self.schedule_override = schedule
+        self.cloud_address = cloud
+        self._configure(load_job(job) if isinstance(job, Path) else job)
         self.ctx = zmq.Context.instance()
         self.listener = Listener(self.ctx, listen)
         self.cloud_link = Link(self.ctx, cloud) if cloud else None
+        links = {"device_edge": self.listener, "edge_cloud": self.cloud_link}
+        self.observe = EdgeObserver(listen, cloud, links, status_listen, metrics_port)
         self.out_dir = Path(out_dir) if out_dir else None
         self.once = once
         log.info(
             "edge listening for boards on %s; job %s, schedule %s",
             listen,
-            job.model,
+            self.job.model,
             self.schedule.describe(),
         )
+
+    def _configure(self, job: Job) -> None:
+        spec = job.spec()
+        schedule = (self.schedule_override or job.the_schedule(spec)).validate(
+            spec.num_units, job.batch_size
+        )
+        if schedule.uses_cloud(spec.num_units) and not self.cloud_address:
+            raise ConfigError(
+                f"schedule {schedule.describe()} runs units on the cloud; give --cloud HOST"
+            )
+        self.job, self.spec, self.schedule = job, spec, schedule
 
     def serve(self) -> None:
         try:
@@ -78,10 +92,12 @@ class EdgeServer:
                     log.error("job with %s ended: %s", board.name, exc)
                     with contextlib.suppress(HierTrainError):
                         board.send({"type": "abort", "reason": str(exc)})
+                self.observe.job_ended()
                 if self.once:
                     return
         finally:
             self.listener.close()
+            self.observe.close()
             if self.cloud_link is not None:
                 self.cloud_link.close()
 
@@ -102,6 +118,8 @@ class EdgeServer:
         return self.job.total_steps(int(join["n_train"]))
 
     def run_job(self, board: Mailbox, join: dict[str, Any]) -> None:
+        if self.job_path is not None:
+            self._configure(load_job(self.job_path))
         job, spec, schedule = self.job, self.spec, self.schedule
         n = spec.num_units
         steps = self._check_board(join)
@@ -139,13 +157,19 @@ class EdgeServer:
             steps,
             job.batch_size,
         )
+        address = getattr(self.listener, "last_peer_address", None)
+        board_id = str(join.get("board_id", board.name))
+        self.observe.job_started(job_id, board_id, address, steps, job.model, schedule, n)
         try:
             while True:
                 msg = board.expect(("step", "finish"), None, job.step_timeout_s)
                 if msg["type"] == "finish":
                     break
+                self.observe.step_started(msg["step"])
                 self._step(msg["step"], tier, board, cloud)
+                self.observe.step_done(msg)
             self._finish(msg, tier, board, cloud, job_id, job_dict)
+            self.observe.job_finished(msg)
         except BaseException as exc:
             if cloud is not None:
                 cloud.send({"type": "abort", "reason": f"edge: {exc}"})
@@ -222,11 +246,22 @@ class EdgeServer:
         """Gather every owner's units into one model and give it to every tier."""
         step = msg["step"]
         parts = [msg["units"], tier.unit_state(tier.owns)]
+        replicas = [msg["replicas"]]
         if cloud is not None:
             cloud.send({"type": "finish", "step": step})
-            parts.append(cloud.expect("state", step, self.job.step_timeout_s)["units"])
+            state_msg = cloud.expect("state", step, self.job.step_timeout_s)
+            parts.append(state_msg["units"])
+            replicas.append(state_msg["replicas"])
         state = full_state(parts)
-        meta = {"job_id": job_id, "steps": step}
+        identical = tier.same_as_owned(replicas)
+        if not identical:
+            log.error(
+                "job %s: a replica differs from its owner's copy after step %d; "
+                "the gathered model uses the owners' copies",
+                job_id,
+                step,
+            )
+        meta = {"job_id": job_id, "steps": step, "replicas_identical": identical}
         final = {"type": "model", "step": step, "state": state, "meta": meta}
         board.send(final)
         if cloud is not None:

@@ -141,6 +141,15 @@ class TierSlice:
                 else:
                     buf.copy_(max(copies, key=lambda c: int(c.max()) if c.numel() else 0))
 
+    def same_as_owned(self, replicas: list[UnitTensors]) -> bool:
+        """Whether every replica's tensors equal this tier's owned copies bit for bit."""
+        for part in replicas:
+            for key, tensors in part.items():
+                owned = self.units[int(key)].state_dict()
+                if any(not torch.equal(owned[name], t) for name, t in tensors.items()):
+                    return False
+        return True
+
     def step_optimizer(self) -> None:
         if self.optimizer is not None:
             self.optimizer.step()
