@@ -1,0 +1,280 @@
+"""Run a scenario: the real `cloud`, `serve` and `join` commands inside the testbed's namespaces.
+
+The runner starts the three tiers with `ip netns exec`, each in its CPU share with its
+torch thread count, applies the scenario's rate changes on time, and collects the board's
+`--report` together with what it did to the links into `emulation.json`.
+
+Which schedule runs is the caller's choice (`--schedule`): a fixed schedule, one of the
+baselines, or "planned". "planned" asks the PLANNER hook; until a planner is plugged in the
+hook returns None and the edge runs its own choice (the job's schedule, or its default).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hiertrain_edge.emulate.netns import Testbed
+from hiertrain_edge.emulate.scenario import BASELINES, PLANNED, Scenario
+from hiertrain_edge.errors import ConfigError, HierTrainError
+from hiertrain_edge.models import ModelSpec
+from hiertrain_edge.planning.schedule import Group, Schedule, device_only
+from hiertrain_edge.runtime.demo import write_job_file
+from hiertrain_edge.wire.transport import CLOUD_PORT, EDGE_PORT
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.05
+STOP_AFTER_BOARD_S = 30.0
+LOG_TAIL_LINES = 8
+
+# The planner hook: given the scenario and its model, return the schedule to run, or None
+# to let the edge decide. The planner issue replaces this with its own function (e.g. from
+# fresh profiles and the scenario's initial link rates); the runner calls it per run.
+SchedulePicker = Callable[[Scenario, ModelSpec], "Schedule | None"]
+
+
+def _edge_decides(scenario: Scenario, spec: ModelSpec) -> Schedule | None:
+    return None
+
+
+PLANNER: SchedulePicker = _edge_decides
+
+
+def baseline_schedules(num_units: int, batch_size: int) -> dict[str, Schedule]:
+    """Every schedule the benchmark compares the planned one against, by name.
+
+    device, edge and cloud train the whole model on one tier (raw samples travel to it);
+    `de:C` runs units [0, C) on the device and the rest on the edge, `dc:C` the same with
+    the cloud, `ec:C` runs [0, C) on the edge and the rest on the cloud.
+    """
+    n, b = num_units, batch_size
+    out = {
+        "device": device_only(n, b),
+        "edge": Schedule((Group(b, 0, n),)),
+        "cloud": Schedule((Group(b, 0, 0),)),
+    }
+    for c in range(1, n):
+        out[f"de:{c}"] = Schedule((Group(b, c, n),))
+        out[f"dc:{c}"] = Schedule((Group(b, c, c),))
+        out[f"ec:{c}"] = Schedule((Group(b, 0, c),))
+    return out
+
+
+def resolve_schedule(
+    choice: str, scenario: Scenario, picker: SchedulePicker | None = None
+) -> Schedule | None:
+    """The schedule `choice` names for this scenario; None lets the edge decide."""
+    job = scenario.the_job()
+    spec = job.spec()
+    if choice == PLANNED:
+        schedule = (picker or PLANNER)(scenario, spec)
+    elif choice in BASELINES or choice.startswith(("de:", "dc:", "ec:")):
+        table = baseline_schedules(spec.num_units, job.batch_size)
+        if choice not in table:
+            raise ConfigError(
+                f"schedule {choice!r} does not exist for {spec.name} ({spec.num_units} units); "
+                f"cuts run 1..{spec.num_units - 1}"
+            )
+        schedule = table[choice]
+    else:
+        schedule = Schedule.parse(choice)
+    if schedule is not None:
+        schedule.validate(spec.num_units, job.batch_size)
+    return schedule
+
+
+@dataclass
+class EmulationResult:
+    """What one emulated run produced; written as `emulation.json`."""
+
+    scenario: str
+    schedule: str
+    schedule_given: dict[str, Any] | None
+    out_dir: str
+    rc: int
+    wall_s: float
+    netem: bool | None
+    cgroup_version: int | None
+    notices: list[str] = field(default_factory=list)
+    rate_log: list[dict[str, Any]] = field(default_factory=list)
+    report_path: str | None = None
+    steps: int = 0
+    median_step_s: float | None = None
+    median_predicted_s: float | None = None
+    median_abs_error: float | None = None
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=1))
+
+
+def summarize_report(report: dict[str, Any]) -> dict[str, Any]:
+    """Median measured and predicted step times and the median |measured/predicted - 1|.
+
+    The first step is left out: it includes connection setup and first-touch allocation.
+    """
+    its = report.get("iterations", [])[1:] or report.get("iterations", [])
+    measured = [r["measured_s"] for r in its]
+    pairs = [(r["measured_s"], r["predicted_s"]) for r in its if r.get("predicted_s")]
+    return {
+        "steps": len(report.get("iterations", [])),
+        "median_step_s": statistics.median(measured) if measured else None,
+        "median_predicted_s": statistics.median([p for _, p in pairs]) if pairs else None,
+        "median_abs_error": (
+            statistics.median([abs(m / p - 1) for m, p in pairs]) if pairs else None
+        ),
+    }
+
+
+def _tier_commands(
+    testbed: Testbed,
+    scenario: Scenario,
+    out: Path,
+    job_file: Path,
+    schedule: Schedule | None,
+    log_level: str,
+) -> dict[str, list[str]]:
+    exe = [sys.executable, "-m", "hiertrain_edge", "--log-level", log_level]
+    cloud_addr, edge_addr = testbed.address("cloud"), testbed.address("edge", "de")
+
+    def threads(tier: str) -> list[str]:
+        return ["--threads", str(scenario.tier(tier).threads)]
+
+    cloud = ["cloud", "--listen", f"tcp://{cloud_addr}:{CLOUD_PORT}", "--once"]
+    cloud += ["--out", str(out / "cloud"), *threads("cloud")]
+    edge = ["serve", "--listen", f"tcp://{edge_addr}:{EDGE_PORT}"]
+    edge += ["--cloud", f"{cloud_addr}:{CLOUD_PORT}", "--job", str(job_file), "--once"]
+    edge += ["--out", str(out / "edge"), *threads("edge")]
+    if schedule is not None:
+        edge += ["--schedule", ",".join(f"{g.n}:{g.c1}:{g.c2}" for g in schedule.groups)]
+    board = ["join", f"{edge_addr}:{EDGE_PORT}", "--report", str(out / "report.json")]
+    board += ["--out", str(out / "device"), *threads("device")]
+    board += ["--test-fraction", str(scenario.run.test_fraction)]
+    if scenario.run.data:
+        board += ["--data", scenario.run.data]
+    return {"cloud": exe + cloud, "edge": exe + edge, "device": exe + board}
+
+
+def _tail(path: Path) -> str:
+    try:
+        return "\n".join(path.read_text().strip().splitlines()[-LOG_TAIL_LINES:])
+    except OSError:
+        return ""
+
+
+def run_scenario(
+    scenario: Scenario,
+    out_dir: str | Path,
+    schedule: str | None = None,
+    picker: SchedulePicker | None = None,
+    log_level: str = "info",
+) -> EmulationResult:
+    """Run the scenario once in a fresh testbed and return what happened.
+
+    Args:
+        schedule: "planned", "device", "edge", "cloud", "de:C", "dc:C", "ec:C" or
+            "n:c1:c2,..."; default: the scenario's [run] schedule.
+        picker: the planner hook for "planned" (default: the module's PLANNER).
+
+    Raises:
+        HierTrainError: the board failed; the message holds the tiers' last log lines.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    choice = schedule or scenario.run.schedule
+    chosen = resolve_schedule(choice, scenario, picker)
+    job = scenario.the_job()
+    settings = job.model_dump(exclude_none=True, exclude={"schedule"})
+    if job.schedule is not None:
+        settings["schedule"] = job.schedule
+    job_file = write_job_file(out / "job.toml", settings)
+    report_path = out / "report.json"
+    report_path.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    testbed = Testbed(links=scenario.link_shapes(), cpus=scenario.cpu_shares())
+    rate_log: list[dict[str, Any]] = []
+    logs = []
+    with testbed:
+        cmds = _tier_commands(testbed, scenario, out, job_file, chosen, log_level)
+        procs = {}
+        for tier in ("cloud", "edge", "device"):
+            f = open(out / f"{tier}.log", "w")  # noqa: SIM115 (closed below)
+            logs.append(f)
+            tier_env = {**env, "OMP_NUM_THREADS": str(scenario.tier(tier).threads)}
+            procs[tier] = testbed.popen(tier, cmds[tier], stdout=f, stderr=f, env=tier_env)
+        log.info(
+            "scenario %s: schedule %s; logs in %s",
+            scenario.name,
+            chosen.describe() if chosen else f"{choice} (the edge decides)",
+            out,
+        )
+
+        # Follow the scenario's timeline while the board trains.
+        started = time.monotonic()
+        for link, direction, mbps in (
+            (n, d, testbed.rates[(n, d)]) for n in ("de", "ec") for d in ("up", "down")
+        ):
+            rate_log.append({"t_s": 0.0, "link": link, "direction": direction, "mbps": mbps})
+        pending = scenario.timeline()
+        board = procs["device"]
+        try:
+            while board.poll() is None:
+                now = time.monotonic() - started
+                while pending and pending[0].at_s <= now:
+                    change = pending.pop(0)
+                    for link, direction, mbps in change.settings():
+                        testbed.set_rate(link, direction, mbps)
+                        entry = {"t_s": round(now, 3), "link": link, "direction": direction}
+                        rate_log.append({**entry, "mbps": mbps})
+                if now > scenario.timeout_s:
+                    raise HierTrainError(
+                        f"scenario {scenario.name} ran past its timeout_s "
+                        f"({scenario.timeout_s:g} s); logs in {out}"
+                    )
+                time.sleep(POLL_S)
+            rc = board.returncode
+            wall = time.monotonic() - started
+            for tier in ("edge", "cloud"):
+                try:
+                    procs[tier].wait(timeout=STOP_AFTER_BOARD_S)
+                except Exception:  # noqa: BLE001 (the testbed stops it on close)
+                    log.warning("%s did not exit %g s after the board", tier, STOP_AFTER_BOARD_S)
+        finally:
+            for f in logs:
+                f.close()
+
+    result = EmulationResult(
+        scenario=scenario.name,
+        schedule=choice,
+        schedule_given=chosen.to_dict() if chosen else None,
+        out_dir=str(out),
+        rc=rc,
+        wall_s=wall,
+        netem=testbed.netem,
+        cgroup_version=testbed.cgroup_version,
+        notices=list(testbed.notices),
+        rate_log=rate_log,
+    )
+    if report_path.exists():
+        result.report_path = str(report_path)
+        for k, v in summarize_report(json.loads(report_path.read_text())).items():
+            setattr(result, k, v)
+    result.write(out / "emulation.json")
+    if rc != 0:
+        tails = "\n".join(
+            f"--- {tier}.log:\n{_tail(out / f'{tier}.log')}"
+            for tier in ("device", "edge", "cloud")
+        )
+        raise HierTrainError(
+            f"scenario {scenario.name}: the board exited with status {rc}; logs in {out}\n{tails}"
+        )
+    return result
