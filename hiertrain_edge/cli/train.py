@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from hiertrain_edge.cli.common import add_threads
+from hiertrain_edge.cli.device_config import add_config_option, apply_device_config
 
 
 def _add_job_overrides(p: argparse.ArgumentParser) -> None:
@@ -44,6 +45,7 @@ def cmd_join(args: argparse.Namespace) -> int:
     from hiertrain_edge.runtime.device import Board
     from hiertrain_edge.wire.transport import EDGE_PORT, endpoint
 
+    apply_device_config(args)  # settings file fills what the flags left unset
     data = load_dataset(args.data)
     train, test = split(data, args.test_fraction)
     report = Board(endpoint(args.edge, EDGE_PORT), train, test, args.out).run()
@@ -103,7 +105,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_serve, tier="edge")
 
     p = sub.add_parser("join", help="run the device tier on the board that holds the data")
-    p.add_argument("edge", metavar="EDGE_HOST", help="edge host[:port] (default port 47810)")
+    p.add_argument(
+        "edge",
+        metavar="EDGE_HOST",
+        nargs="?",
+        help="edge host[:port] (default port 47810; default: `edge` in the settings file)",
+    )
+    add_config_option(p)
     p.add_argument(
         "--data",
         help="MNIST IDX folder, .npz with x and y, or image folder "
@@ -112,7 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--test-fraction",
         type=float,
-        default=0.2,
+        default=None,
         help="last fraction of the samples held out for testing (default 0.2)",
     )
     p.add_argument("--report", help="write a JSON run report here")
