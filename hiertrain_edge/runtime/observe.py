@@ -20,10 +20,14 @@ from hiertrain_edge.planning.schedule import Schedule
 from hiertrain_edge.runtime.logstep import set_step
 from hiertrain_edge.runtime.metrics import TierMetrics
 from hiertrain_edge.runtime.status import EdgeStatus, StatusServer, WarningCapture
+from hiertrain_edge.wire.transport import STATUS_PORT
 
 log = logging.getLogger(__name__)
 
 PACKAGE_LOGGER = "hiertrain_edge"
+# `serve` binds this unless told otherwise; when it is taken (a second edge on the host)
+# the edge still runs, without a status port, and says so.
+DEFAULT_STATUS_LISTEN = f"tcp://*:{STATUS_PORT}"
 
 
 def schedule_summary(schedule: Schedule, num_units: int) -> dict[str, Any]:
@@ -46,7 +50,8 @@ class EdgeObserver:
         cloud: the cloud endpoint, or None for an edge without a cloud.
         links: the edge's sockets by link name ("device_edge", "edge_cloud"); their byte
             counters are turned into the bytes-sent metrics after every step.
-        status_listen: endpoint for the status port, or None for no status port.
+        status_listen: endpoint for the status port, or None for no status port. The
+            default endpoint is best effort: if it is taken, the edge runs without one.
         metrics_port: TCP port for Prometheus metrics, or None for no metrics.
         configure: the socket configurer of the board link (keys), reused for the status port.
     """
@@ -62,6 +67,8 @@ class EdgeObserver:
         metrics_address: str = "0.0.0.0",
     ) -> None:
         self.status = EdgeStatus(listen, cloud)
+        self.capture = WarningCapture(self.status)
+        logging.getLogger(PACKAGE_LOGGER).addHandler(self.capture)
         self.metrics = (
             TierMetrics("edge", metrics_port, metrics_address)
             if metrics_port is not None
@@ -73,12 +80,12 @@ class EdgeObserver:
         if status_listen:
             try:
                 self.server = StatusServer(self.status, status_listen, configure)
-            except TransportError:
-                if self.metrics is not None:
-                    self.metrics.close()
-                raise
-        self.capture = WarningCapture(self.status)
-        logging.getLogger(PACKAGE_LOGGER).addHandler(self.capture)
+            except TransportError as exc:
+                if status_listen != DEFAULT_STATUS_LISTEN:
+                    if self.metrics is not None:
+                        self.metrics.close()
+                    raise
+                log.warning("no status port: %s; give --status-listen HOST:PORT to serve one", exc)
         self.board_id: str | None = None
         self.schedule_id: str | None = None
         self._step_started = time.perf_counter()
