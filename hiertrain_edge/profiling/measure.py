@@ -1,0 +1,324 @@
+"""Measuring a tier: time every unit's forward and backward at several batch sizes, fit
+a + b * n, and time the per-message, per-byte and optimizer costs of the runtime."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import socket
+import statistics
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from hiertrain_edge.errors import ConfigError
+from hiertrain_edge.models import ModelSpec, build_units, describe
+from hiertrain_edge.models.units import input_bytes
+from hiertrain_edge.profiling.profile import (
+    LinearFit,
+    Provenance,
+    TierProfile,
+    UnitProfile,
+    today,
+)
+
+log = logging.getLogger(__name__)
+
+QUICK_REPEATS = 3  # timed runs per (unit, n); the median is kept
+FULL_REPEATS = 7
+BYTES_PROBE = 4 << 20  # 4 MiB tensors for the per-byte costs
+MESSAGE_PINGS = 200
+HEADER_BYTES = 160  # msgpack header of a typical runtime message, measured on codec.encode
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """Hardware-independent sizes of every unit, per sample where they scale with n."""
+
+    name: str
+    num_units: int
+    input_bytes: int
+    out_bytes: tuple[int, ...]
+    param_bytes: tuple[int, ...]
+    buffer_bytes: tuple[int, ...]
+    flops: tuple[int, ...]  # forward FLOPs per sample
+    saved_bytes: tuple[int, ...]  # activation bytes autograd keeps for backward, per sample
+
+
+def _saved_bytes(unit: torch.nn.Module, x: torch.Tensor, input_grad: bool) -> int:
+    seen: set[tuple[int, int]] = set()
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        key = (t.untyped_storage().data_ptr(), t.numel())
+        if key not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+        return t
+
+    x = x.detach().requires_grad_(input_grad)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        unit(x)
+    return total
+
+
+@lru_cache(maxsize=16)
+def _facts_cached(spec: ModelSpec) -> ModelFacts:
+    infos = describe(spec)
+    units = build_units(spec, range(spec.num_units), seed=0)
+    saved = []
+    x1 = torch.zeros((1, *spec.input_shape))
+    x3 = torch.zeros((3, *spec.input_shape))
+    for i in range(spec.num_units):
+        unit = units[i].train()
+        # Per sample: the difference between 3 and 1 samples drops the saved weights.
+        s = (_saved_bytes(unit, x3, i > 0) - _saved_bytes(unit, x1, i > 0)) // 2
+        saved.append(max(0, s))
+        with torch.no_grad():
+            x1, x3 = unit(x1), unit(x3)
+    return ModelFacts(
+        name=spec.name,
+        num_units=spec.num_units,
+        input_bytes=input_bytes(spec),
+        out_bytes=tuple(u.out_bytes for u in infos),
+        param_bytes=tuple(u.param_bytes for u in infos),
+        buffer_bytes=tuple(u.buffer_bytes for u in infos),
+        flops=tuple(u.forward_flops for u in infos),
+        saved_bytes=tuple(saved),
+    )
+
+
+def model_facts(spec: ModelSpec) -> ModelFacts:
+    """Sizes and FLOPs of every unit (cached per spec)."""
+    return _facts_cached(spec)
+
+
+# --- timing -------------------------------------------------------------------------
+
+
+def fit_line(ns: list[int], times: list[float]) -> LinearFit:
+    """Least-squares a + b * n, clipped to a, b >= 0, with the largest relative residual."""
+    k = len(ns)
+    mean_n, mean_t = sum(ns) / k, sum(times) / k
+    var = sum((n - mean_n) ** 2 for n in ns)
+    b = (
+        sum((n - mean_n) * (t - mean_t) for n, t in zip(ns, times, strict=True)) / var
+        if var
+        else 0
+    )
+    b = max(0.0, b)
+    a = max(0.0, mean_t - b * mean_n)
+    err = max(abs(a + b * n - t) / t for n, t in zip(ns, times, strict=True) if t > 0)
+    return LinearFit(a_s=a, b_s=b, rel_err=round(err, 4))
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm-up: allocator, kernel selection
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def _time_unit(unit: torch.nn.Module, x: torch.Tensor, input_grad: bool, repeats: int):
+    """Median forward and backward seconds of `unit` on the batch `x`, as the runtime runs
+    them: autograd on, the input requiring grad unless this is unit 0."""
+    fwd_t, bwd_t = [], []
+    for r in range(repeats + 1):
+        for p in unit.parameters():
+            p.grad = None
+        x_in = x.detach().requires_grad_(input_grad)
+        t0 = time.perf_counter()
+        h = unit(x_in)
+        t1 = time.perf_counter()
+        h.backward(torch.ones_like(h))
+        t2 = time.perf_counter()
+        if r:  # the first run is a warm-up
+            fwd_t.append(t1 - t0)
+            bwd_t.append(t2 - t1)
+    return statistics.median(fwd_t), statistics.median(bwd_t)
+
+
+def sample_sizes(batch_size: int) -> list[int]:
+    """The n at which units are timed: 1 .. batch_size, a few points in between."""
+    ns = {1, max(1, batch_size // 4), max(1, batch_size // 2), batch_size}
+    return sorted(ns)
+
+
+def measure_units(spec: ModelSpec, batch_size: int, repeats: int) -> list[UnitProfile]:
+    facts = model_facts(spec)
+    units = build_units(spec, range(spec.num_units), seed=0)
+    ns = sample_sizes(batch_size)
+    gen = torch.Generator().manual_seed(0)
+    xs = {n: torch.randn((n, *spec.input_shape), generator=gen) for n in ns}
+    out: list[UnitProfile] = []
+    for i in range(spec.num_units):
+        unit = units[i].train()
+        fwd, bwd = [], []
+        for n in ns:
+            f, b = _time_unit(unit, xs[n], i > 0, repeats)
+            fwd.append(f)
+            bwd.append(b)
+        with torch.no_grad():
+            xs = {n: unit(x) for n, x in xs.items()}
+        out.append(
+            UnitProfile(
+                index=i,
+                fwd=fit_line(ns, fwd),
+                bwd=fit_line(ns, bwd),
+                out_bytes=facts.out_bytes[i],
+                param_bytes=facts.param_bytes[i],
+                saved_bytes=facts.saved_bytes[i],
+            )
+        )
+        log.debug("unit %d: fwd %s, bwd %s", i, out[-1].fwd, out[-1].bwd)
+    return out
+
+
+def optimizer_s_per_byte(repeats: int) -> float:
+    """SGD with momentum over a 4 MiB parameter, per parameter byte."""
+    p = torch.nn.Parameter(torch.zeros(BYTES_PROBE // 4))
+    p.grad = torch.ones_like(p)
+    opt = torch.optim.SGD([p], lr=0.01, momentum=0.9)
+    return _median_time(opt.step, repeats) / BYTES_PROBE
+
+
+def copy_s_per_byte(repeats: int) -> float:
+    """An in-place add of a 4 MiB tensor (summing replicas, loading weights), per byte."""
+    a, b = torch.zeros(BYTES_PROBE // 4), torch.ones(BYTES_PROBE // 4)
+    return _median_time(lambda: a.add_(b), repeats) / BYTES_PROBE
+
+
+def message_overhead_s(pings: int = MESSAGE_PINGS) -> float:
+    """Half a round trip of a small msgpack message between a ZeroMQ DEALER and ROUTER on
+    TCP loopback in this process: the fixed cost the runtime pays per message.
+
+    The wire layer sits above profiling, so this uses pyzmq and msgpack directly in the
+    way wire/transport.py does (a header frame plus a tensor frame, copy=False).
+    """
+    import msgpack
+    import zmq
+
+    ctx = zmq.Context.instance()
+    router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    try:
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        dealer.connect(f"tcp://127.0.0.1:{port}")
+        payload = torch.zeros(64)
+        header = {"v": 1, "type": "fwd", "step": 0, "gid": 0, "pad": "x" * 64}
+
+        def ping() -> None:
+            dealer.send_multipart([msgpack.packb(header), payload.numpy()], copy=False)
+            peer, head, body = router.recv_multipart(copy=False)
+            msgpack.unpackb(head.bytes)
+            np.frombuffer(body.buffer, dtype=np.float32)
+            router.send_multipart([peer, msgpack.packb(header), payload.numpy()], copy=False)
+            head, body = dealer.recv_multipart(copy=False)
+            msgpack.unpackb(head.bytes)
+            np.frombuffer(body.buffer, dtype=np.float32)
+
+        for _ in range(20):
+            ping()
+        t0 = time.perf_counter()
+        for _ in range(pings):
+            ping()
+        return (time.perf_counter() - t0) / pings / 2
+    finally:
+        dealer.close(linger=0)
+        router.close(linger=0)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def memory_budget_bytes() -> int:
+    """Available memory (MemAvailable), or the cgroup's limit when that is lower."""
+    budget = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    budget = int(line.split()[1]) * 1024
+    except OSError:
+        budget = 1 << 32
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(path).read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            budget = min(budget, int(text))
+    return budget
+
+
+def measure_profile(
+    spec: ModelSpec,
+    batch_size: int,
+    threads: int | None = None,
+    repeats: int = FULL_REPEATS,
+    name: str | None = None,
+    memory_budget: int | None = None,
+    message_s: float | None = None,
+) -> TierProfile:
+    """Profile this host for `spec`: every unit at several n, plus the fixed costs."""
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    units = measure_units(spec, batch_size, repeats)
+    msg_s = message_overhead_s() if message_s is None else message_s
+    host = socket.gethostname()
+    profile = TierProfile(
+        name=name or f"{host}-{spec.name}",
+        description=f"{spec.name} on {host}, {torch.get_num_threads()} torch thread(s)",
+        provenance=Provenance(
+            kind="measured",
+            method=(
+                f"hiertrain-edge profile: median of {repeats} timed runs per unit and n in "
+                f"{sample_sizes(batch_size)}, autograd on, least-squares a + b*n; "
+                f"torch {torch.__version__}, pid {os.getpid()}"
+            ),
+            host=host,
+            date=today(),
+        ),
+        cpu_model=cpu_model(),
+        threads=torch.get_num_threads(),
+        memory_budget_bytes=memory_budget or memory_budget_bytes(),
+        message_overhead_s=msg_s,
+        optimizer_s_per_byte=optimizer_s_per_byte(repeats),
+        copy_s_per_byte=copy_s_per_byte(repeats),
+        model=spec.name,
+        batch_size=batch_size,
+        units=units,
+    )
+    log.info(
+        "profiled %s for %s at n up to %d in %.1f s",
+        host,
+        spec.name,
+        batch_size,
+        time.perf_counter() - t0,
+    )
+    return profile
+
+
+def quick_profile(
+    spec: ModelSpec, batch_size: int, threads: int | None = None, name: str | None = None
+) -> TierProfile:
+    """A profile in seconds, for a tier that joins a job: fewer repeats, same fits."""
+    return measure_profile(spec, batch_size, threads, repeats=QUICK_REPEATS, name=name)
