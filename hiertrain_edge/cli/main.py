@@ -13,7 +13,11 @@ from hiertrain_edge.cli.common import set_threads
 from hiertrain_edge.errors import HierTrainError
 
 # Each module defines register(subparsers); its parsers set `func` and `tier`.
-COMMAND_MODULES = ("hiertrain_edge.cli.train", "hiertrain_edge.cli.emulate")
+COMMAND_MODULES = (
+    "hiertrain_edge.cli.train",
+    "hiertrain_edge.cli.emulate",
+    "hiertrain_edge.cli.export",
+)
 
 
 def _setup_logging(level: str, tier: str) -> None:
