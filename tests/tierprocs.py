@@ -25,7 +25,12 @@ def tier_process(*args: str, log: Path | None = None) -> subprocess.Popen:
         [sys.executable, "-m", "hiertrain_edge", *args],
         stdout=out,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
+        env={
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
+        },
     )
 
 

@@ -12,19 +12,28 @@ from hiertrain_edge.runtime.job import Job
 from hiertrain_edge.runtime.slices import make_optimizer
 
 
-def train_reference(job: Job, train: Dataset, steps: int) -> nn.Sequential:
-    """Train the whole model in one process on the same batches the board draws."""
+def train_reference(
+    job: Job, train: Dataset, steps: int, group_sizes: list[int] | None = None
+) -> nn.Sequential:
+    """Train the whole model in one process on the same batches the board draws.
+
+    With `group_sizes`, each step runs the groups as separate micro-batches (their loss
+    summed and divided by the batch size), which is what the tiers compute for models
+    with batch statistics; without, the whole batch goes through at once.
+    """
     spec = job.spec()
     model = build_model(spec, job.seed)
     model.train()
     optimizer = make_optimizer(job, list(model.parameters()))
     order = BatchOrder(len(train), job.batch_size, job.seed)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    sizes = group_sizes or [job.batch_size]
     for step in range(steps):
         idx = order.indices(step)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(train.x[idx]), train.y[idx])
-        loss.backward()
+        for part in idx.split(sizes):
+            loss = loss_fn(model(train.x[part]), train.y[part]) / job.batch_size
+            loss.backward()
         optimizer.step()
     return model
 

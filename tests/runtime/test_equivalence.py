@@ -122,3 +122,41 @@ def test_equivalence_hybrid_equals_single_process(tmp_path, edge_server, mnist, 
     # Training moved the weights: the comparison is not of two untouched models.
     initial = train_reference(job_from_dict({**settings, "steps": 1}), train, 0).state_dict()
     assert relative_error(hybrid["state"]["0.0.weight"], initial["0.0.weight"]) > 1e-3
+
+
+BN_MODEL = "bn_models:bn_cnn"  # tests/bn_models.py, on the tier processes' PYTHONPATH
+
+
+@pytest.mark.parametrize("text", ["12:2:3", "4:4:4,4:1:4,4:1:3"])
+def test_batchnorm_groups_normalise_like_micro_batches(tmp_path, edge_server, mnist, text):
+    """BatchNorm normalises each group with the group's own statistics: the weights equal
+    single-process training that runs each group as a separate micro-batch."""
+    torch.set_num_threads(1)
+    schedule = Schedule.parse(text).validate(4, BATCH)
+    settings = {
+        "model": BN_MODEL,
+        "input_shape": [1, 28, 28],
+        "batch_size": BATCH,
+        "steps": STEPS,
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "seed": 3,
+        "schedule": schedule.to_dict(),
+    }
+    train = mnist.subset(0, 120)
+    hybrid = _run_hybrid(tmp_path, edge_server, train, settings)
+    assert hybrid["meta"]["replicas_identical"] is True
+    job = job_from_dict(settings)
+    micro = train_reference(job, train, STEPS, [g.n for g in schedule.groups]).state_dict()
+    for key, want in micro.items():
+        if "running" in key or "num_batches" in key:
+            continue
+        assert relative_error(hybrid["state"][key], want) <= REL_TOL, key
+    if len(schedule.groups) == 1:
+        # One group is the whole batch: running statistics match exactly too.
+        for key in ("0.1.running_mean", "0.1.running_var", "2.2.running_mean"):
+            assert relative_error(hybrid["state"][key], micro[key]) <= REL_TOL, key
+    else:
+        # Several groups: the weights differ from whole-batch training, as documented.
+        whole = train_reference(job, train, STEPS).state_dict()
+        assert relative_error(hybrid["state"]["3.weight"], whole["3.weight"]) > REL_TOL
