@@ -132,14 +132,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_status, tier="status")
 
 
-def add_observe_options(p: argparse.ArgumentParser, default_status: str = "tcp://*:47811") -> None:
+def add_observe_options(p: argparse.ArgumentParser, default_status: str | None = None) -> None:
     """`--status-listen` and `--metrics-port` for the tiers that serve them."""
     p.add_argument(
         "--status-listen",
         metavar="ENDPOINT",
         default=default_status,
-        help=f"host[:port] or endpoint for `hiertrain-edge status` queries (default "
-        f"{default_status}; 'none' turns the status port off)",
+        help="host[:port] or endpoint for `hiertrain-edge status` queries (default: the "
+        "--listen host, port 47811; 'none' turns the status port off)",
     )
     p.add_argument(
         "--metrics-port",
@@ -149,10 +149,14 @@ def add_observe_options(p: argparse.ArgumentParser, default_status: str = "tcp:/
     )
 
 
-def status_listen(value: str | None) -> str | None:
-    """The --status-listen value as an endpoint, or None when turned off."""
+def status_listen(value: str | None, listen: str) -> str | None:
+    """The --status-listen value as an endpoint (None: turned off); by default the host of
+    the board endpoint `listen` on the status port."""
     from hiertrain_edge.wire.transport import STATUS_PORT, endpoint
 
-    if value is None or value.lower() == "none":
+    if value is None:
+        host = listen.split("://", 1)[-1].rsplit(":", 1)[0]
+        return f"tcp://{host}:{STATUS_PORT}"
+    if value.lower() == "none":
         return None
     return endpoint(value, STATUS_PORT)

@@ -46,9 +46,17 @@ def load_report(path: str | Path) -> dict[str, Any]:
 
 
 def _series(iterations: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) where `key` has a value; missing values leave gaps."""
-    pairs = [(int(r["step"]), float(r[key])) for r in iterations if r.get(key) is not None]
-    return [s for s, _ in pairs], [v for _, v in pairs]
+    """(steps, values) of `key`; a missing value is NaN, a gap in the line (a lost link).
+    Both lists are empty when no step has a value."""
+    if all(r.get(key) is None for r in iterations):
+        return [], []
+    nan = float("nan")
+    values = [nan if r.get(key) is None else float(r[key]) for r in iterations]
+    return [int(r["step"]) for r in iterations], values
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}{'es' if word.endswith('h') else 's'}"
 
 
 def draw_timeline(report: dict[str, Any]) -> Any:
@@ -123,6 +131,8 @@ def draw_timeline(report: dict[str, Any]) -> Any:
             note,
             (int(change["step"]), 1.0),
             xycoords=("data", "axes fraction"),
+            xytext=(2, -2),
+            textcoords="offset points",
             fontsize="x-small",
             color=SWITCH_COLOR,
             rotation=90,
@@ -137,15 +147,20 @@ def draw_timeline(report: dict[str, Any]) -> Any:
             f"{ev.get('tier', '')} {kind}",
             (int(ev["step"]), 1.0),
             xycoords=("data", "axes fraction"),
+            xytext=(2, -2),
+            textcoords="offset points",
             fontsize="x-small",
             color=color,
             rotation=90,
             va="top",
         )
 
-    title = f"{len(its)} steps, {len(ids)} schedules, "
-    title += f"{len(report.get('schedule_changes') or [])} switches"
-    fig.suptitle(title)
+    switches = len(report.get("schedule_changes") or [])
+    lost = sum(1 for ev in report.get("events") or [] if ev.get("kind") == "lost")
+    title = ", ".join(
+        (_plural(len(its), "step"), _plural(len(ids), "schedule"), _plural(switches, "switch"))
+    )
+    fig.suptitle(f"{title}, {_plural(lost, 'lost tier')}")
     fig.tight_layout()
     return fig
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hiertrain_edge.cli.common import add_threads
 from hiertrain_edge.cli.device_config import add_config_option, apply_device_config
+from hiertrain_edge.cli.status import add_observe_options, status_listen
 
 
 def _add_job_overrides(p: argparse.ArgumentParser) -> None:
@@ -36,7 +37,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     schedule = Schedule.parse(args.schedule) if args.schedule else None
     cloud = endpoint(args.cloud, CLOUD_PORT) if args.cloud else None
     listen = args.listen or f"tcp://*:{EDGE_PORT}"
-    EdgeServer(job, listen, cloud, args.out, once=args.once, schedule=schedule).serve()
+    EdgeServer(
+        job,
+        listen,
+        cloud,
+        args.out,
+        once=args.once,
+        schedule=schedule,
+        status_listen=status_listen(args.status_listen, listen),
+        metrics_port=args.metrics_port,
+    ).serve()
     return 0
 
 
@@ -82,7 +92,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         args.threads or 1,
         args.test_fraction,
         args.log_level,
+        _edge_observe_args(args),
     )
+
+
+def _edge_observe_args(args: argparse.Namespace) -> list[str]:
+    out = ["--status-listen", args.status_listen or "none"]
+    if args.metrics_port is not None:
+        out += ["--metrics-port", str(args.metrics_port)]
+    return out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -100,6 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--listen", help="endpoint to bind for boards (default tcp://*:47810)")
     p.add_argument("--out", help="folder for the trained model (model.pt)")
     p.add_argument("--once", action="store_true", help="exit after one job")
+    add_observe_options(p)
     _add_job_overrides(p)
     add_threads(p)
     p.set_defaults(func=cmd_serve, tier="edge")
@@ -140,6 +159,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--report", help="write the board's JSON run report here")
     p.add_argument("--out", help="folder for logs and models (default: a temporary folder)")
+    add_observe_options(p, default_status="none")  # off unless asked: a free port each run
     _add_job_overrides(p)
     add_threads(p)
     p.set_defaults(func=cmd_demo, tier="demo")

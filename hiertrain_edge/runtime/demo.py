@@ -49,6 +49,7 @@ def run_demo(
     threads: int,
     test_fraction: float,
     log_level: str,
+    edge_args: list[str] | None = None,
 ) -> int:
     """Start cloud, edge and board on loopback; the board's output is the demo's."""
     work = Path(out_dir or tempfile.mkdtemp(prefix="hiertrain-demo-"))
@@ -86,6 +87,7 @@ def run_demo(
                     "--once",
                     "--out",
                     str(work / "edge"),
+                    *(edge_args or ["--status-listen", "none"]),
                 ],
             ),
         ):

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any
 
-from hiertrain_edge.errors import TransportError
+from hiertrain_edge.errors import HierTrainError
 from hiertrain_edge.planning.schedule import Schedule
 from hiertrain_edge.runtime.logstep import set_step
 from hiertrain_edge.runtime.metrics import TierMetrics
@@ -25,9 +25,9 @@ from hiertrain_edge.wire.transport import STATUS_PORT
 log = logging.getLogger(__name__)
 
 PACKAGE_LOGGER = "hiertrain_edge"
-# `serve` binds this unless told otherwise; when it is taken (a second edge on the host)
-# the edge still runs, without a status port, and says so.
-DEFAULT_STATUS_LISTEN = f"tcp://*:{STATUS_PORT}"
+# On the default status port the status is best effort: when the port is taken (a second
+# edge on the host) or refused, the edge still runs, without a status port, and says so.
+_DEFAULT_STATUS_SUFFIX = f":{STATUS_PORT}"
 
 
 def schedule_summary(schedule: Schedule, num_units: int) -> dict[str, Any]:
@@ -50,8 +50,8 @@ class EdgeObserver:
         cloud: the cloud endpoint, or None for an edge without a cloud.
         links: the edge's sockets by link name ("device_edge", "edge_cloud"); their byte
             counters are turned into the bytes-sent metrics after every step.
-        status_listen: endpoint for the status port, or None for no status port. The
-            default endpoint is best effort: if it is taken, the edge runs without one.
+        status_listen: endpoint for the status port, or None for no status port. On the
+            default port (47811) it is best effort: if that is taken, the edge runs without.
         metrics_port: TCP port for Prometheus metrics, or None for no metrics.
         configure: the socket configurer of the board link (keys), reused for the status port.
     """
@@ -80,8 +80,8 @@ class EdgeObserver:
         if status_listen:
             try:
                 self.server = StatusServer(self.status, status_listen, configure)
-            except TransportError as exc:
-                if status_listen != DEFAULT_STATUS_LISTEN:
+            except HierTrainError as exc:
+                if not status_listen.endswith(_DEFAULT_STATUS_SUFFIX):
                     if self.metrics is not None:
                         self.metrics.close()
                     raise
@@ -210,6 +210,7 @@ class EdgeObserver:
             self._counted[name] = (sent, received)
 
     def close(self) -> None:
+        set_step(None)
         logging.getLogger(PACKAGE_LOGGER).removeHandler(self.capture)
         if self.server is not None:
             self.server.close()

@@ -16,7 +16,7 @@ from typing import Any
 
 import zmq
 
-from hiertrain_edge.errors import ProtocolError, TransportError
+from hiertrain_edge.errors import HierTrainError, PeerLostError, ProtocolError, TransportError
 from hiertrain_edge.wire.transport import Link, Listener
 
 log = logging.getLogger(__name__)
@@ -199,8 +199,10 @@ class StatusServer:
                     continue
                 try:
                     peer, msg = sock.recv(0.0, "status request")
-                except (ProtocolError, TransportError) as exc:
-                    log.info("dropped a bad status request: %s", exc)
+                except PeerLostError:
+                    continue  # the message was invalid; the listener logged why and dropped it
+                except HierTrainError as exc:
+                    log.info("status request not served: %s", exc)
                     continue
                 if msg["type"] == "status":
                     reply = {"type": "status", "status": self.status.snapshot()}

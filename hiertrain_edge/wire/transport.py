@@ -123,7 +123,16 @@ class Listener(_Socket):
         frames = self._recv_frames(timeout_s, what)
         if len(frames) < 2:
             raise ProtocolError(f"message on {self.where} has no peer identity frame")
+        self.last_peer_address = _peer_address(frames[0])
         return bytes(frames[0].buffer), decode(frames[1:], self.max_bytes)
+
+
+def _peer_address(frame: zmq.Frame) -> str | None:
+    """The sender's IP address, as ZeroMQ saw the connection (None where it cannot tell)."""
+    try:
+        return frame.get("Peer-Address") or None
+    except zmq.ZMQError:
+        return None
 
 
 class Deadline:
