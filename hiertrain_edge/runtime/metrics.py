@@ -72,6 +72,9 @@ class TierMetrics:
         self.tier_lost = prom.Counter(
             "hiertrain_tier_lost", "Times a tier was declared lost", ["tier"], registry=r
         )
+        # NaN until known: "no value yet" rather than a loss or a prediction of zero.
+        self.loss.set(float("nan"))
+        self.predicted_seconds.set(float("nan"))
         self.boards = prom.Gauge("hiertrain_boards_joined", "Boards in a job now", registry=r)
         self.jobs = prom.Counter("hiertrain_jobs", "Jobs started", registry=r)
         self.server: Any = None
