@@ -222,6 +222,8 @@ class Testbed:
         tag: 4 hex digits naming this testbed's objects; random by default.
     """
 
+    __test__ = False  # not a pytest test class, despite its name
+
     links: dict[str, LinkShape] = field(default_factory=dict)
     cpus: dict[str, float] = field(default_factory=dict)
     tag: str = field(default_factory=lambda: secrets.token_hex(2))

@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -32,6 +34,7 @@ from hiertrain_edge.wire.transport import CLOUD_PORT, EDGE_PORT
 
 log = logging.getLogger(__name__)
 
+TIER_ORDER = ("cloud", "edge", "device")  # the order the tiers start in
 POLL_S = 0.05
 STOP_AFTER_BOARD_S = 30.0
 LOG_TAIL_LINES = 8
@@ -134,6 +137,33 @@ def summarize_report(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _has_command(name: str) -> bool:
+    from hiertrain_edge.cli.main import COMMAND_MODULES
+
+    return f"hiertrain_edge.cli.{name}" in COMMAND_MODULES
+
+
+def make_keys(keys_dir: Path, env: dict[str, str]) -> dict[str, list[str]]:
+    """Fresh CurveZMQ keys for one run, made with `hiertrain-edge keys generate`.
+
+    Each tier gets a --keys folder: its own key pair, `allowed/` with the public keys of
+    the tier below it, `server.key` with the public key of the tier above it.
+    Returns each tier's extra flags.
+    """
+    exe = [sys.executable, "-m", "hiertrain_edge", "--log-level", "warning", "keys", "generate"]
+    for tier in TIER_ORDER:
+        folder = keys_dir / tier
+        subprocess.run(
+            [*exe, "--out", str(folder), "--name", tier], check=True, env=env,
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+    for below, above in (("device", "edge"), ("edge", "cloud")):
+        (keys_dir / above / "allowed").mkdir(exist_ok=True)
+        shutil.copy(keys_dir / below / f"{below}.key", keys_dir / above / "allowed")
+        shutil.copy(keys_dir / above / f"{above}.key", keys_dir / below / "server.key")
+    return {tier: ["--keys", str(keys_dir / tier)] for tier in TIER_ORDER}
+
+
 def _tier_commands(
     testbed: Testbed,
     scenario: Scenario,
@@ -141,6 +171,7 @@ def _tier_commands(
     job_file: Path,
     schedule: Schedule | None,
     log_level: str,
+    security: dict[str, list[str]],
 ) -> dict[str, list[str]]:
     exe = [sys.executable, "-m", "hiertrain_edge", "--log-level", log_level]
     cloud_addr, edge_addr = testbed.address("cloud"), testbed.address("edge", "de")
@@ -160,7 +191,8 @@ def _tier_commands(
     board += ["--test-fraction", str(scenario.run.test_fraction)]
     if scenario.run.data:
         board += ["--data", scenario.run.data]
-    return {"cloud": exe + cloud, "edge": exe + edge, "device": exe + board}
+    cmds = {"cloud": exe + cloud, "edge": exe + edge, "device": exe + board}
+    return {tier: cmd + security.get(tier, []) for tier, cmd in cmds.items()}
 
 
 def _tail(path: Path) -> str:
@@ -200,13 +232,22 @@ def run_scenario(
     report_path.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
+    # Links off loopback need keys (or an explicit --insecure) once security is in.
+    security: dict[str, list[str]] = {}
+    if _has_command("keys"):
+        if scenario.run.secure:
+            shutil.rmtree(out / "keys", ignore_errors=True)
+            security = make_keys(out / "keys", env)
+        else:
+            security = {tier: ["--insecure"] for tier in TIER_ORDER}
+
     testbed = Testbed(links=scenario.link_shapes(), cpus=scenario.cpu_shares())
     rate_log: list[dict[str, Any]] = []
     logs = []
     with testbed:
-        cmds = _tier_commands(testbed, scenario, out, job_file, chosen, log_level)
+        cmds = _tier_commands(testbed, scenario, out, job_file, chosen, log_level, security)
         procs = {}
-        for tier in ("cloud", "edge", "device"):
+        for tier in TIER_ORDER:
             f = open(out / f"{tier}.log", "w")  # noqa: SIM115 (closed below)
             logs.append(f)
             tier_env = {**env, "OMP_NUM_THREADS": str(scenario.tier(tier).threads)}

@@ -13,6 +13,7 @@ A scenario file is TOML:
 
     [run]
     schedule = "planned"                 # planned | device | edge | cloud | "n:c1:c2,..."
+    secure = true                        # CurveZMQ with fresh keys; false: --insecure
 
     [tiers.device]                       # cpus: a CPU share (0.25 = a quarter of a core)
     cpus = 0.25
@@ -103,6 +104,9 @@ class RunSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schedule: str = PLANNED
+    # CurveZMQ on every link, with fresh keys per run, as a real deployment runs; false
+    # runs plaintext (--insecure) to measure what encryption costs.
+    secure: bool = True
     data: str | None = None
     test_fraction: float = Field(0.2, ge=0, lt=1)
 

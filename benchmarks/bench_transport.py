@@ -1,0 +1,396 @@
+"""Transport figures: codec + ZeroMQ Link/Listener against raw pyzmq, and goodput on a shaped link.
+
+    python benchmarks/bench_transport.py [--quick] [--json FILE] [--no-shaped]
+
+1. Throughput on loopback TCP, 4 KiB to 64 MiB: a float32 tensor sent as a `bwd` message
+   through our Link -> Listener (encode, send, receive, decode, schema check) against raw
+   pyzmq DEALER -> ROUTER sending a bytes buffer of the same size (zero-copy both ways).
+   The ratio is ours / raw; the target is >= 0.9 for 1 MiB and more.
+2. Per-message overhead: a ping-pong of a 4 KiB message, ours against raw; half the
+   round-trip difference is the overhead per message (target: <= 50 us above raw).
+3. Goodput (needs root): the device sends tensors of >= 1 MiB to the edge over the
+   testbed's tbf-shaped veth; each transfer is timed to the edge's answer. Goodput as a
+   fraction of the shaped rate (target: >= 0.8).
+
+Prints Markdown tables; no pass/fail, these are measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import zmq
+
+from hiertrain_edge.wire.transport import Link, Listener
+
+KIB = 1024
+MIB = 1024 * KIB
+SIZES_BYTES = [4 * KIB, 64 * KIB, MIB, 4 * MIB, 16 * MIB, 64 * MIB]
+QUICK_SIZES_BYTES = [4 * KIB, MIB, 16 * MIB]
+BUDGET_BYTES = 512 * MIB  # per trial, so a trial takes roughly the same time at every size
+MIN_MESSAGES, MAX_MESSAGES = 8, 4000
+TRIALS = 3
+PINGS = 2000
+PING_BYTES = 4 * KIB
+SHAPED_RATES_MBPS = [20.0, 100.0]
+SHAPED_SIZES_BYTES = [MIB, 4 * MIB, 16 * MIB]
+SHAPED_REPEATS = 3
+SHAPED_PORT = 47990
+RECV_TIMEOUT_S = 120.0
+
+
+def _security(insecure: bool) -> dict[str, Any]:
+    """Keyword arguments that let a Link/Listener run plaintext off loopback, where the
+    transport has a security layer (plaintext is what raw pyzmq is measured with)."""
+    try:
+        from hiertrain_edge.wire.security import Security
+    except ImportError:
+        return {}
+    return {"security": Security.from_files(insecure=insecure)}
+
+
+def _bwd(step: int, t: torch.Tensor) -> dict[str, Any]:
+    return {"type": "bwd", "step": step, "gid": 0, "grad": t, "loss": 0.0}
+
+
+def _tensor(size: int) -> torch.Tensor:
+    return torch.ones(size // 4, dtype=torch.float32)
+
+
+def _count(size: int) -> int:
+    return max(MIN_MESSAGES, min(MAX_MESSAGES, BUDGET_BYTES // size))
+
+
+# --- 1. throughput ---------------------------------------------------------------------------
+
+
+def _raw_trial(ctx: zmq.Context, port: int, size: int, n: int) -> float:
+    router = ctx.socket(zmq.ROUTER)
+    router.bind(f"tcp://127.0.0.1:{port}")
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    payload = bytes(size)
+    dealer.send(b"hello")
+    router.recv_multipart()
+
+    def send() -> None:
+        for _ in range(n):
+            dealer.send(payload, copy=False)
+
+    started = time.perf_counter()
+    sender = threading.Thread(target=send)
+    sender.start()
+    for _ in range(n):
+        router.recv_multipart(copy=False)
+    elapsed = time.perf_counter() - started
+    sender.join()
+    dealer.close(linger=0)
+    router.close(linger=0)
+    return n * size / elapsed
+
+
+def _ours_trial(ctx: zmq.Context, port: int, size: int, n: int) -> float:
+    listener = Listener(ctx, f"tcp://127.0.0.1:{port}", **_security(False))
+    link = Link(ctx, f"tcp://127.0.0.1:{port}", **_security(False))
+    t = _tensor(size)
+    link.send({"type": "ready", "step": 0})
+    listener.recv(RECV_TIMEOUT_S)
+
+    def send() -> None:
+        for i in range(n):
+            link.send(_bwd(i, t))
+
+    started = time.perf_counter()
+    sender = threading.Thread(target=send)
+    sender.start()
+    for _ in range(n):
+        _, msg = listener.recv(RECV_TIMEOUT_S)
+    elapsed = time.perf_counter() - started
+    sender.join()
+    assert msg["grad"].numel() * 4 == size
+    link.close()
+    listener.close()
+    return n * size / elapsed
+
+
+def throughput(sizes: list[int], trials: int) -> list[dict[str, float]]:
+    ctx = zmq.Context()
+    port = 47900
+    rows = []
+    for size in sizes:
+        n = _count(size)
+        raw, ours = [], []
+        for _ in range(trials):  # interleaved, so drift in the machine's load hits both
+            port += 1
+            raw.append(_raw_trial(ctx, port, size, n))
+            port += 1
+            ours.append(_ours_trial(ctx, port, size, n))
+        r, o = max(raw), max(ours)
+        rows.append(
+            {
+                "size_bytes": size,
+                "messages": n,
+                "raw_MBps": r / 1e6,
+                "ours_MBps": o / 1e6,
+                "ratio": o / r,
+            }
+        )
+    ctx.term()
+    return rows
+
+
+# --- 2. per-message overhead -----------------------------------------------------------------
+
+
+def _pingpong_raw(ctx: zmq.Context, port: int, n: int) -> float:
+    router = ctx.socket(zmq.ROUTER)
+    router.bind(f"tcp://127.0.0.1:{port}")
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    payload = bytes(PING_BYTES)
+
+    def echo() -> None:
+        for _ in range(n + 1):
+            frames = router.recv_multipart(copy=False)
+            router.send_multipart(frames, copy=False)
+
+    server = threading.Thread(target=echo)
+    server.start()
+    dealer.send(payload)
+    dealer.recv(copy=False)
+    started = time.perf_counter()
+    for _ in range(n):
+        dealer.send(payload, copy=False)
+        dealer.recv(copy=False)
+    elapsed = time.perf_counter() - started
+    server.join()
+    dealer.close(linger=0)
+    router.close(linger=0)
+    return elapsed / n
+
+
+def _pingpong_ours(ctx: zmq.Context, port: int, n: int) -> float:
+    listener = Listener(ctx, f"tcp://127.0.0.1:{port}", **_security(False))
+    link = Link(ctx, f"tcp://127.0.0.1:{port}", **_security(False))
+    t = _tensor(PING_BYTES)
+
+    def echo() -> None:
+        for _ in range(n + 1):
+            peer, msg = listener.recv(RECV_TIMEOUT_S)
+            listener.send(peer, msg)
+
+    server = threading.Thread(target=echo)
+    server.start()
+    link.send(_bwd(0, t))
+    link.recv(RECV_TIMEOUT_S)
+    started = time.perf_counter()
+    for i in range(n):
+        link.send(_bwd(i, t))
+        link.recv(RECV_TIMEOUT_S)
+    elapsed = time.perf_counter() - started
+    server.join()
+    link.close()
+    listener.close()
+    return elapsed / n
+
+
+def overhead(pings: int, trials: int) -> dict[str, float]:
+    ctx = zmq.Context()
+    raw = min(_pingpong_raw(ctx, 47950 + i, pings) for i in range(trials))
+    ours = min(_pingpong_ours(ctx, 47960 + i, pings) for i in range(trials))
+    ctx.term()
+    # A round trip is two messages, each encoded, sent, received and decoded once.
+    return {
+        "raw_rtt_us": raw * 1e6,
+        "ours_rtt_us": ours * 1e6,
+        "overhead_per_message_us": (ours - raw) / 2 * 1e6,
+    }
+
+
+# --- 3. goodput on a shaped link -------------------------------------------------------------
+
+
+def _sink(addr: str, count: int) -> None:
+    """Edge side: answer every message with a `ready` carrying its step."""
+    ctx = zmq.Context()
+    listener = Listener(ctx, f"tcp://{addr}:{SHAPED_PORT}", **_security(True))
+    print("ready", flush=True)
+    for _ in range(count):
+        peer, msg = listener.recv(RECV_TIMEOUT_S)
+        listener.send(peer, {"type": "ready", "step": msg["step"]})
+    listener.close()
+    ctx.term()
+
+
+def _source(addr: str, sizes: list[int], repeats: int) -> None:
+    """Device side: time each transfer to the edge's answer; print JSON seconds."""
+    ctx = zmq.Context()
+    link = Link(ctx, f"tcp://{addr}:{SHAPED_PORT}", **_security(True))
+    step = 0
+    out: dict[str, list[float]] = {}
+    for size in [sizes[0], *sizes]:  # the first is a warm-up (connection, slow start)
+        t = _tensor(size)
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            link.send(_bwd(step, t))
+            assert link.recv(RECV_TIMEOUT_S)["step"] == step
+            times.append(time.perf_counter() - started)
+            step += 1
+        out[str(size)] = times
+    print(json.dumps(out), flush=True)
+    link.close()
+    ctx.term()
+
+
+def goodput(rates: list[float], sizes: list[int], repeats: int) -> list[dict[str, float]]:
+    from hiertrain_edge.emulate.netns import LinkShape, Testbed
+
+    me = [sys.executable, str(Path(__file__).resolve())]
+    rows = []
+    with Testbed({"de": LinkShape(rates[0], rates[0])}) as tb:
+        addr = tb.address("edge")
+        for rate in rates:
+            tb.set_rate("de", "up", rate)
+            tb.set_rate("de", "down", rate)
+            count = (len(sizes) + 1) * repeats
+            sink = tb.popen(
+                "edge",
+                [*me, "--role", "sink", "--addr", addr, "--count", str(count)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert sink.stdout.readline().strip() == "ready"
+            src = tb.run(
+                "device",
+                [
+                    *me,
+                    "--role",
+                    "source",
+                    "--addr",
+                    addr,
+                    "--sizes",
+                    ",".join(map(str, sizes)),
+                    "--repeats",
+                    str(repeats),
+                ],
+                timeout_s=600,
+            )
+            sink.wait(timeout=30)
+            times = json.loads(src.strip().splitlines()[-1])
+            for size in sizes:
+                secs = statistics.median(times[str(size)])
+                mbps = size * 8 / secs / 1e6
+                rows.append(
+                    {
+                        "rate_mbps": rate,
+                        "size_bytes": size,
+                        "seconds": secs,
+                        "goodput_mbps": mbps,
+                        "fraction": mbps / rate,
+                    }
+                )
+    return rows
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def _size(n: int) -> str:
+    return f"{n // MIB} MiB" if n >= MIB else f"{n // KIB} KiB"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    load = ", ".join(f"{x:.1f}" for x in results["load_average"])
+    lines = [f"Machine: {results['machine']}; load average at start {load}.", ""]
+    if "throughput" in results:
+        lines += [
+            "### Codec + ZeroMQ transport vs raw pyzmq (loopback TCP)",
+            "",
+            "| size | messages | raw pyzmq MB/s | Link/Listener MB/s | ratio |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for r in results["throughput"]:
+            lines.append(
+                f"| {_size(r['size_bytes'])} | {r['messages']} | {r['raw_MBps']:.0f} | "
+                f"{r['ours_MBps']:.0f} | {r['ratio']:.2f} |"
+            )
+        o = results["overhead"]
+        lines += [
+            "",
+            f"Per-message overhead ({_size(PING_BYTES)} ping-pong): raw round trip "
+            f"{o['raw_rtt_us']:.0f} us, ours {o['ours_rtt_us']:.0f} us, "
+            f"overhead {o['overhead_per_message_us']:.1f} us per message above raw.",
+        ]
+    if results.get("goodput"):
+        lines += [
+            "",
+            "### Goodput on a tbf-shaped veth (device -> edge namespaces)",
+            "",
+            "| shaped rate | size | seconds | goodput Mbit/s | fraction |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for r in results["goodput"]:
+            lines.append(
+                f"| {r['rate_mbps']:g} Mbit/s | {_size(r['size_bytes'])} | {r['seconds']:.3f} | "
+                f"{r['goodput_mbps']:.1f} | {r['fraction']:.2f} |"
+            )
+    elif results.get("goodput_skipped"):
+        lines += ["", f"Goodput: skipped ({results['goodput_skipped']})."]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer sizes, one trial")
+    ap.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
+    ap.add_argument("--no-shaped", action="store_true", help="skip the goodput part")
+    ap.add_argument("--only-shaped", action="store_true", help="only the goodput part")
+    ap.add_argument("--role", choices=["sink", "source"], help=argparse.SUPPRESS)
+    ap.add_argument("--addr", help=argparse.SUPPRESS)
+    ap.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--sizes", help=argparse.SUPPRESS)
+    ap.add_argument("--repeats", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    if args.role == "sink":
+        _sink(args.addr, args.count)
+        return 0
+    if args.role == "source":
+        _source(args.addr, [int(s) for s in args.sizes.split(",")], args.repeats)
+        return 0
+
+    trials = 1 if args.quick else TRIALS
+    results: dict[str, Any] = {
+        "machine": f"{os.uname().machine}, {os.cpu_count()} CPUs, kernel {os.uname().release}",
+        "load_average": os.getloadavg(),
+    }
+    if not args.only_shaped:
+        sizes = QUICK_SIZES_BYTES if args.quick else SIZES_BYTES
+        results["throughput"] = throughput(sizes, trials)
+        results["overhead"] = overhead(PINGS // (4 if args.quick else 1), trials)
+    if args.no_shaped:
+        results["goodput_skipped"] = "--no-shaped"
+    elif os.geteuid() != 0:
+        results["goodput_skipped"] = "needs root for network namespaces"
+    else:
+        sizes = SHAPED_SIZES_BYTES[:2] if args.quick else SHAPED_SIZES_BYTES
+        results["goodput"] = goodput(SHAPED_RATES_MBPS, sizes, 1 if args.quick else SHAPED_REPEATS)
+    print(markdown(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
