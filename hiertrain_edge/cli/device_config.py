@@ -11,9 +11,10 @@ the file. Relative paths in the file are taken relative to the file's folder.
     threads = 4
     test_fraction = 0.2
 
-    [keys]                             # CurveZMQ key files (see `hiertrain-edge keys`)
-    secret = "/etc/hiertrain-edge/keys/device.key_secret"
-    edge_public = "/etc/hiertrain-edge/keys/edge.key"
+    [keys]                             # CurveZMQ keys (see `hiertrain-edge keys generate`)
+    secret = "/etc/hiertrain-edge/keys/device.key_secret"   # join --secret-key
+    edge_public = "/etc/hiertrain-edge/keys/edge.key"       # join --server-key
+    # dir = "/etc/hiertrain-edge/keys"                      # join --keys (instead of both)
 """
 
 from __future__ import annotations
@@ -39,10 +40,9 @@ log = logging.getLogger(__name__)
 DEFAULT_CONFIG_PATH = Path("/etc/hiertrain-edge/device.toml")
 DEFAULT_TEST_FRACTION = 0.2
 
-# `keys.<name>` in the file -> the `join` option (argparse dest) it fills when `join` has one.
-# The key flags come with the security work (issue 5); until `join` defines them, the paths
-# are validated and kept on the config, and `join` logs that they are not used yet.
-KEY_DESTS = {"secret": "secret_key", "public": "public_key", "edge_public": "edge_key"}
+# `keys.<name>` in the file -> the `join` option (argparse dest) it fills. A `join` without
+# key options (a build without the security layer) keeps the paths and logs a WARNING.
+KEY_DESTS = {"dir": "keys", "secret": "secret_key", "edge_public": "server_key"}
 
 
 class KeyPaths(BaseModel):
@@ -50,8 +50,8 @@ class KeyPaths(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    dir: Path | None = None
     secret: Path | None = None
-    public: Path | None = None
     edge_public: Path | None = None
 
 
