@@ -34,7 +34,7 @@ import numpy as np
 
 from hiertrain_edge.errors import ConfigError, ScheduleError
 from hiertrain_edge.models import ModelSpec
-from hiertrain_edge.planning.cost import CostModel, Links
+from hiertrain_edge.planning.cost import LINKS, CostModel, Links
 from hiertrain_edge.planning.schedule import Group, Schedule
 from hiertrain_edge.profiling.measure import ModelFacts
 from hiertrain_edge.profiling.profile import TierProfile
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 MAX_GROUPS = 3
 EXHAUSTIVE_MAX_TUPLES = 6000  # evaluate every cut tuple up to this many
-DEFAULT_BUDGET_S = 0.5  # wall-clock budget of the pruned search on large spaces
+DEFAULT_BUDGET_S = 1.0  # wall-clock budget of the pruned search on large spaces
 BASELINES = ("device_only", "edge_only", "cloud_only", "best_two_tier")
 
 
@@ -210,25 +210,109 @@ def _load_rows(model: CostModel, pair: tuple[int, int]) -> tuple[np.ndarray, np.
     return a, b
 
 
-def _tuple_bounds(
-    A: np.ndarray, Bm: np.ndarray, combos: np.ndarray, batch_size: int, weights: np.ndarray
-) -> np.ndarray:
-    """A lower bound on every cut multiset in `combos` (rows of pair indices).
+RESOURCES = ("device", "edge", "cloud", *LINKS)
 
-    For any weights w >= 0 summing to 1, max_r load_r(n) >= sum_r w_r load_r(n), whose
-    minimum over sizes puts one sample on each group and the rest on the group with the
-    smallest weighted per-sample cost. The best bound over a few weight vectors is kept.
+
+def _heads_tails(
+    model: CostModel, pair: tuple[int, int], n: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """For a group on `pair` with n samples, alone: when its first operation on each
+    resource can start at the earliest (head), and how long its own chain still runs
+    after its last operation there (tail). inf where it does not use the resource.
+
+    In any schedule the group starts no earlier and its chain takes no less, since every
+    duration only grows with n and with other groups' work (the step is max-plus).
     """
-    best = np.zeros(len(combos))
-    k = combos.shape[1]
-    for w in weights:
+    events: list = []
+    model.step_time([pair], [n], events)
+    mine = [e for e in events if "g0" in e.label]
+    head, last = np.full(len(RESOURCES), np.inf), np.full(len(RESOURCES), -np.inf)
+    if not mine:
+        return head, head.copy()
+    end = max(e.end_s for e in mine)
+    for e in mine:
+        r = RESOURCES.index(e.resource)
+        head[r] = min(head[r], e.start_s)
+        last[r] = max(last[r], e.end_s)
+    tail = np.where(np.isfinite(last), end - last, np.inf)
+    return head, tail
+
+
+@dataclass
+class _Bounds:
+    """Per cut pair: fixed and per-sample load on each resource, heads and tails."""
+
+    A: np.ndarray  # (P, R) seconds per group
+    Bm: np.ndarray  # (P, R) seconds per sample
+    H: np.ndarray  # (P, R)
+    T: np.ndarray  # (P, R)
+
+    def weighted(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         on = w > 0  # skip zero weights: 0 * inf (a link that is down) is no bound
-        fa = A[:, on] @ w[on]  # fixed seconds, per pair
-        cb = (Bm[:, on] * w[on]).sum(axis=1)  # seconds per sample, per pair
-        fixed = fa[combos].sum(axis=1) + cb[combos].sum(axis=1)
-        bound = fixed + (batch_size - k) * cb[combos].min(axis=1)
-        best = np.maximum(best, bound)
-    return best
+        fixed = self.A[:, on] @ w[on] + self.Bm[:, on] @ w[on]  # a group of one sample
+        per_sample = self.Bm[:, on] @ w[on]
+        return fixed, per_sample
+
+    def of(self, combos: np.ndarray, batch_size: int, weights: np.ndarray) -> np.ndarray:
+        """A lower bound on the step time of every cut multiset in `combos`.
+
+        For each resource r: step >= min head_r + load_r(n) + min tail_r over the
+        groups. For weights w >= 0 summing to 1 the maximum over r is at least the
+        w-average, whose minimum over sizes puts one sample on each group and the rest
+        on the group with the smallest weighted per-sample cost. The best over a few
+        weight vectors is kept.
+        """
+        k = combos.shape[1]
+        h = self.H[combos].min(axis=1)
+        t = self.T[combos].min(axis=1)
+        edge_terms = np.where(np.isfinite(h) & np.isfinite(t), h + t, 0.0)
+        best = np.zeros(len(combos))
+        for w in weights:
+            fixed, per_sample = self.weighted(w)
+            bound = (
+                edge_terms @ w
+                + fixed[combos].sum(axis=1)
+                + (batch_size - k) * per_sample[combos].min(axis=1)
+            )
+            best = np.maximum(best, bound)
+        return best
+
+
+def _survivors(bounds: _Bounds, k: int, batch_size: int, target: float, w: np.ndarray):
+    """Every k-multiset of pairs (rows of pair indices) whose weighted load bound is
+    below `target`, found without listing the rest: sort pairs by per-sample cost; a
+    multiset's cheapest member (its leader) takes the batch, the others one sample."""
+    fixed, per_sample = bounds.weighted(w)
+    order = np.argsort(per_sample, kind="stable")
+    fs, cs = fixed[order], per_sample[order]
+    suffix_min = np.minimum.accumulate(fs[::-1])[::-1]
+    floor = float(np.min(fs + (batch_size - k) * cs + (k - 1) * suffix_min))
+    slack_all = target - fs - (batch_size - k) * cs
+    if k == 3:
+        # Too many to list: report only the floor, a bound on every k-multiset.
+        cand = [(fs[i:] < slack_all[i] - suffix_min[i]).sum() for i in range(len(order))]
+        if sum(c * (c + 1) // 2 for c in cand) > MAX_SURVIVORS:
+            return None, floor
+    out = []
+    for i in range(len(order)):
+        slack = target - fs[i] - (batch_size - k) * cs[i]
+        if not slack > (k - 1) * suffix_min[i]:
+            continue
+        rest = np.arange(i, len(order))
+        if k == 2:
+            js = rest[fs[rest] < slack]
+            out.append(np.stack([np.full(len(js), i), js], axis=1))
+            continue
+        cand = rest[fs[rest] < slack - suffix_min[i]]
+        if len(cand) == 0:
+            continue
+        jj, ll = np.triu_indices(len(cand))
+        keep = fs[cand[jj]] + fs[cand[ll]] < slack
+        js, ls = cand[jj[keep]], cand[ll[keep]]
+        out.append(np.stack([np.full(len(js), i), js, ls], axis=1))
+    if not out:
+        return np.zeros((0, k), dtype=int), floor
+    return order[np.concatenate(out)], floor
 
 
 # --- the planner --------------------------------------------------------------------
@@ -241,6 +325,7 @@ def plan(
     batch_size: int,
     memory_budgets: dict[str, int] | None = None,
     budget_s: float = DEFAULT_BUDGET_S,
+    gap_tol: float = 0.0,
 ) -> Plan:
     """The fastest schedule the planner finds for one step of `batch_size` samples.
 
@@ -270,7 +355,9 @@ def plan(
         best_t, sizes = results[best_cuts]
         lower, exact = best_t, True
     else:
-        best_cuts, best_t, sizes, lower = _pruned_search(model, batch_size, results, budget_s)
+        best_cuts, best_t, sizes, lower = _pruned_search(
+            model, batch_size, results, budget_s, gap_tol
+        )
         exact = lower >= best_t
     if sizes is None or not math.isfinite(best_t):
         raise ScheduleError(
@@ -332,45 +419,225 @@ def _baselines(results, N: int, batch_size: int):
     return {k: v[0] for k, v in rows.items()}, {k: v[1] for k, v in rows.items()}
 
 
-def _pruned_search(model: CostModel, batch_size: int, results, budget_s: float):
-    """Evaluate cut tuples in increasing order of their load bound until the bound
-    reaches the best time or the budget is spent; returns (cuts, time, sizes, bound)."""
+def _affine_heads_tails(model: CostModel, pair: tuple[int, int]):
+    """Heads and tails of a group alone at n = 1 and 2, as intercept and slope per
+    resource (the alone chain has no contention, so both are affine in n)."""
+    h1, t1 = _heads_tails(model, pair, 1)
+    h2, t2 = _heads_tails(model, pair, 2)
+    with np.errstate(invalid="ignore"):
+        hs, ts = np.maximum(h2 - h1, 0.0), np.maximum(t2 - t1, 0.0)
+    hs, ts = np.nan_to_num(hs, nan=0.0, posinf=0.0), np.nan_to_num(ts, nan=0.0, posinf=0.0)
+    return h1 - hs, hs, t1 - ts, ts
+
+
+def _first_last(depths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For ordered cut tuples (rows of group depths: 0 cloud-bound, 1 edge-terminal,
+    2 local, in dispatch order), the position of the first and last group each resource
+    serves in the runtime's order, -1 where none. Columns follow RESOURCES."""
+    T, k = depths.shape
+    pos = np.broadcast_to(np.arange(k), (T, k))
+    big = k + 1
+
+    def first(mask):
+        v = np.where(mask, pos, big).min(axis=1)
+        return np.where(v == big, -1, v)
+
+    def last(mask):
+        return np.where(mask, pos, -1).max(axis=1)
+
+    off, cl, ed = depths < 2, depths == 0, depths == 1
+    any_off, any_cl = off.any(axis=1), cl.any(axis=1)
+    fl = np.full((T, len(RESOURCES), 2), -1)
+    # device: offloaded forwards first (else the local group); backwards last
+    fl[:, 0, 0] = 0
+    fl[:, 0, 1] = np.where(any_off, last(off), 0)
+    # edge: every offloaded group in order, then the cloud-bound backwards
+    fl[:, 1, 0] = first(off)
+    fl[:, 1, 1] = np.where(any_cl, last(cl), last(off))
+    # cloud and the edge<->cloud link: cloud-bound groups in order
+    for r in (2, 5, 6):
+        fl[:, r, 0], fl[:, r, 1] = first(cl), last(cl)
+    # device->edge: `fwd` messages in dispatch order
+    fl[:, 3, 0], fl[:, 3, 1] = first(off), last(off)
+    # edge->device: edge-terminal replies first, cloud-bound replies after them
+    fl[:, 4, 0] = np.where(ed.any(axis=1), first(ed), first(cl))
+    fl[:, 4, 1] = np.where(any_cl, last(cl), last(ed))
+    return fl[:, :, 0], fl[:, :, 1]
+
+
+def _ordered_bounds(
+    tuples: np.ndarray,
+    depth: np.ndarray,
+    bounds: _Bounds,
+    ht: dict[str, np.ndarray],
+    batch_size: int,
+    weights: np.ndarray,
+) -> np.ndarray:
+    """A lower bound per ordered cut tuple (rows of pair indices, dispatch order).
+
+    For each resource r: step >= head of its first group + its load + tail of its last
+    group, every term affine in the sizes. The maximum over r is at least any weighted
+    average, minimised over sizes as in `_Bounds.of`; the best of several weights is kept.
+    """
+    T, k = tuples.shape
+    R = len(RESOURCES)
+    first, last = _first_last(depth[tuples])
+    rows_c = bounds.A[tuples].sum(axis=1)  # (T, R) fixed load
+    slope = np.transpose(bounds.Bm[tuples], (0, 2, 1)).copy()  # (T, R, k)
+    used = first >= 0
+    t_idx = np.arange(T)[:, None]
+    r_idx = np.arange(R)[None, :]
+    fp = tuples[t_idx, np.where(used, first, 0)]  # pair index of the first group
+    lp = tuples[t_idx, np.where(used, last, 0)]
+    head_c = np.where(used, ht["ha"][fp, r_idx], 0.0)
+    tail_c = np.where(used, ht["ta"][lp, r_idx], 0.0)
+    rows_c = (
+        rows_c
+        + np.where(np.isfinite(head_c), head_c, 0)
+        + np.where(np.isfinite(tail_c), tail_c, 0)
+    )
+    for pos_arr, key in ((first, "hb"), (last, "tb")):
+        add = np.where(used, ht[key][tuples[t_idx, np.where(used, pos_arr, 0)], r_idx], 0.0)
+        for j in range(k):
+            slope[:, :, j] += np.where(pos_arr == j, add, 0.0)
+    best = np.zeros(T)
+    for w in weights:
+        on = w > 0
+        c = rows_c[:, on] @ w[on]
+        beta = np.einsum("trk,r->tk", slope[:, on, :], w[on])
+        best = np.maximum(best, c + beta.sum(axis=1) + (batch_size - k) * beta.min(axis=1))
+    return best
+
+
+def _pruned_search(model: CostModel, batch_size: int, results, budget_s: float, gap_tol: float):
+    """Branch and bound over cut tuples; returns (cuts, time, sizes, lower bound).
+
+    Cut multisets are screened by a load bound, their dispatch orders by a head + load
+    + tail bound; tuples whose bound is below best / (1 + gap_tol) are evaluated exactly
+    (best sizes), cheapest bound first, until none is left or the time budget is spent.
+    The lower bound is the smaller of the best time and the smallest bound left.
+    """
     t_start = time.perf_counter()
     N = model.num_units
     pairs = cut_pairs(N)
     rows = [_load_rows(model, p) for p in pairs]
-    A = np.array([r[0] for r in rows])
-    Bm = np.array([r[1] for r in rows])
-    weights = np.vstack([np.eye(7), np.full((1, 7), 1 / 7), np.array([[0.5, 0.5, 0, 0, 0, 0, 0]])])
-    best_cuts = min(results, key=lambda c: results[c][0])
-    best_t, best_n = results[best_cuts]
-    index = {p: i for i, p in enumerate(pairs)}
-    local = index[(N, N)]
+    ht_rows = [_heads_tails(model, p) for p in pairs]
+    bounds = _Bounds(
+        np.array([r[0] for r in rows]),
+        np.array([r[1] for r in rows]),
+        np.array([x[0] for x in ht_rows]),
+        np.array([x[1] for x in ht_rows]),
+    )
+    best_cuts, best_t, best_n = _incumbent(model, batch_size, results)
+    if not math.isfinite(best_t):
+        return best_cuts, best_t, best_n, math.inf
+    target = best_t / (1 + gap_tol)
+    log.debug("incumbent %s: %.4f s after %.1f ms", best_cuts, best_t, _ms(t_start))
 
+    # Weights: each resource alone, and mixes of the incumbent's busiest resources.
+    busy = _busy(model, best_cuts, best_n)
+    top = np.argsort(busy)[::-1][:3]
+    mixes = [np.eye(len(RESOURCES))[r] for r in range(len(RESOURCES))]
+    for i, j in itertools.combinations(top, 2):
+        for f in (0.25, 0.5, 0.75):
+            w = np.zeros(len(RESOURCES))
+            w[i], w[j] = f, 1 - f
+            mixes.append(w)
+    weights = np.vstack(mixes)
+    # Enumerate with the weights that leave the fewest pairs of groups standing.
+    cands = [*weights, busy / max(busy.sum(), 1e-12)]
+    enum_w = min(cands, key=lambda w: len(_survivors(bounds, 2, batch_size, target, w)[0]))
+
+    # Multisets that survive the load bound, then each of their dispatch orders.
+    local = pairs.index((N, N))
+    depth = np.array([_depth(p, N) for p in pairs])
+    cache: dict[int, tuple] = {}
     pending: list[tuple[float, tuple]] = []
+    floor = math.inf  # a bound on the multisets too many to list
     for k in (2, 3):
-        combos = np.array(list(itertools.combinations_with_replacement(range(len(pairs)), k)))
-        # at most one device-local group
+        combos, k_floor = _survivors(bounds, k, batch_size, target, enum_w)
+        if combos is None:
+            floor = min(floor, k_floor)
+            log.info("too many %d-group cut multisets to bound one by one", k)
+            continue
         combos = combos[(combos == local).sum(axis=1) <= 1]
-        bounds = _tuple_bounds(A, Bm, combos, batch_size, weights)
-        keep = bounds < best_t
-        for b, combo in zip(bounds[keep], combos[keep], strict=True):
-            pending.append((float(b), tuple(int(i) for i in combo)))
+        if len(combos) == 0:
+            continue
+        combos = combos[bounds.of(combos, batch_size, weights) < target]
+        ordered = {
+            tuple(sorted(perm, key=lambda i: depth[i]))
+            for combo in combos.tolist()
+            for perm in itertools.permutations(combo)
+        }
+        tuples = np.array(sorted(ordered), dtype=int).reshape(-1, k)
+        if len(tuples) == 0:
+            continue
+        for i in np.unique(tuples):
+            if i not in cache:
+                cache[i] = _affine_heads_tails(model, pairs[i])
+        ht = {
+            key: np.array([cache.get(i, (np.zeros(7),) * 4)[j] for i in range(len(pairs))])
+            for j, key in enumerate(("ha", "hb", "ta", "tb"))
+        }
+        b = _ordered_bounds(tuples, depth, bounds, ht, batch_size, weights)
+        keep = b < target
+        pending += list(zip(b[keep].tolist(), map(tuple, tuples[keep].tolist()), strict=True))
     pending.sort()
+    log.debug("%d cut tuples left after bounding, %.1f ms", len(pending), _ms(t_start))
+
     lower = best_t
     for j, (bound, combo) in enumerate(pending):
-        if bound >= best_t:
+        if bound >= best_t / (1 + gap_tol):
+            lower = min(best_t, bound)
             break
         if time.perf_counter() - t_start > budget_s:
             lower = min(best_t, bound)
-            log.info("planner budget spent after %d of %d cut multisets", j, len(pending))
+            log.info("planner budget spent after %d of %d cut tuples", j, len(pending))
             break
-        for cuts in _orderings([pairs[i] for i in combo], N):
-            t, n = best_sizes(model, cuts, batch_size)
-            results[cuts] = (t, n)
-            if t < best_t:
-                best_cuts, best_t, best_n = cuts, t, n
-    return best_cuts, best_t, best_n, lower
+        cuts = tuple(pairs[i] for i in combo)
+        if cuts in results:
+            continue
+        t, n = best_sizes(model, cuts, batch_size)
+        results[cuts] = (t, n)
+        if t < best_t:
+            best_cuts, best_t, best_n = cuts, t, n
+    return best_cuts, best_t, best_n, min(lower, floor)
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000
+
+
+INCUMBENT_SEEDS = 6
+MAX_SURVIVORS = 200_000  # 3-group cut multisets bounded one by one, at most  # best single-group pairs combined into seed tuples
+
+
+def _incumbent(model: CostModel, batch_size: int, results):
+    """A good schedule to bound against: the best single-group pairs, split into two or
+    three groups on the same cuts (pipelining) and combined in pairs and triples."""
+    N = model.num_units
+    singles = sorted((results[c][0], c[0]) for c in results if len(c) == 1)
+    seeds = [p for t, p in singles[:INCUMBENT_SEEDS] if math.isfinite(t)]
+    tried = set(results)
+    for k in (2, 3):
+        for combo in itertools.combinations_with_replacement(seeds, k):
+            if sum(_depth(p, N) == 2 for p in combo) > 1:
+                continue
+            cuts = tuple(sorted(combo, key=lambda p: _depth(p, N)))
+            if cuts not in tried:
+                tried.add(cuts)
+                results[cuts] = best_sizes(model, cuts, batch_size)
+    best = min(results, key=lambda c: results[c][0])
+    return best, results[best][0], results[best][1]
+
+
+def _busy(model: CostModel, cuts, sizes) -> np.ndarray:
+    events: list = []
+    model.step_time(list(cuts), list(sizes), events)
+    busy = np.zeros(len(RESOURCES))
+    for e in events:
+        busy[RESOURCES.index(e.resource)] += e.end_s - e.start_s
+    return busy
 
 
 def _orderings(pairs: list[tuple[int, int]], N: int):

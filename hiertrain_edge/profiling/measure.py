@@ -9,6 +9,7 @@ import platform
 import socket
 import statistics
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -258,7 +259,7 @@ def memory_budget_bytes() -> int:
         budget = 1 << 32
     for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         try:
-            text = open(path).read().strip()
+            text = Path(path).read_text().strip()
         except OSError:
             continue
         if text.isdigit():
