@@ -609,7 +609,7 @@ def _ms(since: float) -> float:
 
 
 INCUMBENT_SEEDS = 6
-MAX_SURVIVORS = 200_000  # 3-group cut multisets bounded one by one, at most  # best single-group pairs combined into seed tuples
+MAX_SURVIVORS = 200_000  # 3-group cut multisets bounded one by one, at most
 
 
 def _incumbent(model: CostModel, batch_size: int, results):

@@ -9,9 +9,9 @@ import platform
 import socket
 import statistics
 import time
-from pathlib import Path
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
