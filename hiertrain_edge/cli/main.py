@@ -15,6 +15,7 @@ from hiertrain_edge.errors import HierTrainError
 # Each module defines register(subparsers); its parsers set `func` and `tier`.
 COMMAND_MODULES = (
     "hiertrain_edge.cli.train",
+    "hiertrain_edge.cli.plan",
     "hiertrain_edge.cli.status",
     "hiertrain_edge.cli.timeline",
     "hiertrain_edge.cli.emulate",

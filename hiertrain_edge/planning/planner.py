@@ -608,7 +608,7 @@ def _ms(since: float) -> float:
     return (time.perf_counter() - since) * 1000
 
 
-INCUMBENT_SEEDS = 6
+INCUMBENT_SEEDS = 6  # best single-group pairs combined into seed tuples
 MAX_SURVIVORS = 200_000  # 3-group cut multisets bounded one by one, at most
 
 
