@@ -14,6 +14,8 @@ from hiertrain_edge.runtime.job import job_from_dict
 from hiertrain_edge.runtime.logstep import set_step
 from hiertrain_edge.runtime.mailbox import Mailbox, RemoteAbort
 from hiertrain_edge.runtime.slices import TierSlice
+from hiertrain_edge.wire.schema import JobBounds
+from hiertrain_edge.wire.security import Security
 from hiertrain_edge.wire.transport import Listener
 
 log = logging.getLogger(__name__)
@@ -24,9 +26,15 @@ IDLE_POLL_S = 3600.0
 class CloudServer:
     """Waits for an edge's `setup`, then runs the job's cloud slices step by step."""
 
-    def __init__(self, listen: str, out_dir: str | Path | None = None, once: bool = False) -> None:
+    def __init__(
+        self,
+        listen: str,
+        out_dir: str | Path | None = None,
+        once: bool = False,
+        security: Security | None = None,
+    ) -> None:
         self.ctx = zmq.Context.instance()
-        self.listener = Listener(self.ctx, listen)
+        self.listener = Listener(self.ctx, listen, security=security)
         self.out_dir = Path(out_dir) if out_dir else None
         self.once = once
         log.info("cloud listening for edges on %s", listen)
@@ -50,23 +58,44 @@ class CloudServer:
         finally:
             self.listener.close()
 
+    def _switch(
+        self, step: int, new: Schedule, tier: TierSlice, edge: Mailbox, timeout: float
+    ) -> None:
+        """Hand the units we stop owning to the edge; take ours (see EdgeServer._switch)."""
+        n = tier.num_units
+        leaving = sorted(u for u in tier.owns if new.owner(u, n) != "cloud")
+        if leaving:
+            edge.send(
+                {
+                    "type": "moving",
+                    "step": step,
+                    "units": tier.unit_state(leaving),
+                    "opt": tier.optimizer_state(leaving),
+                }
+            )
+        arriving = edge.expect("units", step, timeout)
+        tier.reconfigure(new, arriving["units"], arriving["opt"])
+        if self.listener.bounds is not None:
+            self.listener.bounds = self.listener.bounds.with_schedule(new)
+        log.info("step %d: cloud now runs units %s", step, sorted(tier.runs))
+
     def run_job(self, edge: Mailbox, setup: dict) -> None:
         job = job_from_dict(setup["job"], "job from the edge")
         spec = job.spec()
         schedule = Schedule.from_dict(setup["schedule"]).validate(spec.num_units, job.batch_size)
         n = spec.num_units
-        tier = TierSlice("cloud", spec, job, schedule)
-        tier.load_unit_state(setup["units"])
-        edge.send({"type": "ready", "step": 0})
+        self.listener.bounds = bounds = JobBounds(
+            spec, schedule, job.batch_size, None, "cloud", job.seed
+        )
+        bounds.check(setup)  # the replicated units' weights must fit the model
+        tier = TierSlice("cloud", spec, job, schedule, setup["units"], setup.get("opt", {}))
+        edge.send({"type": "ready", "step": setup.get("step", 0)})
         log.info(
             "cloud joined job %s: schedule %s, units %s",
             setup["job_id"],
             schedule.describe(),
             sorted(tier.runs),
         )
-        order = [
-            i for i in schedule.dispatch_order(n) if schedule.groups[i].loss_tier(n) == "cloud"
-        ]
         try:
             while True:
                 msg = edge.expect(("step", "finish"), None, job.step_timeout_s * 10)
@@ -74,6 +103,15 @@ class CloudServer:
                     break
                 step = msg["step"]
                 set_step(step)
+                if "schedule" in msg:
+                    new = Schedule.from_dict(msg["schedule"]).validate(n, job.batch_size)
+                    self._switch(step, new, tier, edge, job.step_timeout_s)
+                schedule = tier.schedule
+                order = [
+                    i
+                    for i in schedule.dispatch_order(n)
+                    if schedule.groups[i].loss_tier(n) == "cloud"
+                ]
                 tier.begin_step()
                 for gid in order:
                     fwd = edge.expect("fwd", step, job.step_timeout_s, gid)

@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from hiertrain_edge.runtime.mailbox import Mailbox
 from hiertrain_edge.runtime.reference import evaluate
 from hiertrain_edge.runtime.report import Report, StepRecord
 from hiertrain_edge.runtime.slices import TierSlice
+from hiertrain_edge.wire.schema import JobBounds
+from hiertrain_edge.wire.security import Security
 from hiertrain_edge.wire.transport import Link
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,10 @@ class Progress:
             self.bar.close()
 
 
+# Picks the schedule for a step from the step index and the current schedule; None keeps it.
+Chooser = Callable[[int, Schedule], "Schedule | None"]
+
+
 class Board:
     """One board's training run against an edge."""
 
@@ -66,9 +73,12 @@ class Board:
         test: Dataset,
         out_dir: str | Path | None = None,
         board_id: str | None = None,
+        security: Security | None = None,
+        chooser: Chooser | None = None,
     ) -> None:
+        self.chooser = chooser
         self.ctx = zmq.Context.instance()
-        self.link = Link(self.ctx, edge)
+        self.link = Link(self.ctx, edge, security=security)
         self.edge = Mailbox(self.link, name=f"the edge at {edge}")
         self.train, self.test = train, test
         self.out_dir = Path(out_dir) if out_dir else None
@@ -111,6 +121,7 @@ class Board:
             )
         schedule = Schedule.from_dict(offer["schedule"]).validate(spec.num_units, job.batch_size)
         steps = int(offer["steps"])
+        self.link.bounds = JobBounds(spec, schedule, job.batch_size, steps, "device", job.seed)
         tier = TierSlice("device", spec, job, schedule)
         tier.load_unit_state(offer["units"])
         log.info(
@@ -130,10 +141,35 @@ class Board:
             for step in range(steps):
                 set_step(step)
                 t0 = time.perf_counter()
-                loss = self._step(step, tier, schedule, order, job.batch_size, job.step_timeout_s)
+                new = self.chooser(step, tier.schedule) if self.chooser else None
+                header = {"type": "step", "step": step, **self.last_step}
+                if new is not None and new != tier.schedule:
+                    old = tier.schedule
+                    self.edge.send({**header, "schedule": new.to_dict()})
+                    self._switch(step, tier, new, job.step_timeout_s)
+                    report.schedule_changes.append(
+                        {
+                            "step": step,
+                            "from": old.schedule_id(),
+                            "to": new.schedule_id(),
+                            "from_schedule": old.to_dict(),
+                            "to_schedule": new.to_dict(),
+                            "bw_de_mbps": None,
+                            "bw_ec_mbps": None,
+                            "predicted_gain_s": None,
+                        }
+                    )
+                    log.warning(
+                        "step %d: switched schedule %s -> %s", step, old.describe(), new.describe()
+                    )
+                else:
+                    self.edge.send(header)
+                loss = self._step(step, tier, order, job.batch_size, job.step_timeout_s)
                 measured = time.perf_counter() - t0
                 self.last_step = {"prev_loss": loss, "prev_measured_s": measured}
-                report.iterations.append(StepRecord(step, schedule.schedule_id(), loss, measured))
+                report.iterations.append(
+                    StepRecord(step, tier.schedule.schedule_id(), loss, measured)
+                )
                 progress.update(step, loss, (step + 1) / (time.perf_counter() - t_run))
         finally:
             progress.close()
@@ -167,15 +203,34 @@ class Board:
             report.test_accuracy, report.test_loss = evaluate(model, self.test)
         return report
 
+    def _switch(self, step: int, tier: TierSlice, new: Schedule, timeout: float) -> None:
+        """Move to `new` before `step`: hand the units we stop owning to the edge, take
+        the units we start owning (weights and optimizer state) and new replicas."""
+        n = tier.num_units
+        leaving = sorted(u for u in tier.owns if new.owner(u, n) != "device")
+        if leaving:
+            self.edge.send(
+                {
+                    "type": "moving",
+                    "step": step,
+                    "units": tier.unit_state(leaving),
+                    "opt": tier.optimizer_state(leaving),
+                }
+            )
+        arriving = self.edge.expect("units", step, timeout)
+        tier.reconfigure(new, arriving["units"], arriving["opt"])
+        if self.link.bounds is not None:
+            self.link.bounds = self.link.bounds.with_schedule(new)
+
     def _step(
         self,
         step: int,
         tier: TierSlice,
-        schedule: Schedule,
         order: BatchOrder,
         batch_size: int,
         timeout: float,
     ) -> float:
+        schedule = tier.schedule
         n = tier.num_units
         idx = order.indices(step)
         x, y = self.train.x[idx], self.train.y[idx]
@@ -186,7 +241,6 @@ class Board:
             return x[at : at + size], y[at : at + size]
 
         tier.begin_step()
-        self.edge.send({"type": "step", "step": step, **self.last_step})
 
         # 1. Offloaded groups first, so the edge and cloud start while we work.
         offloaded = schedule.dispatch_order(n)

@@ -18,6 +18,8 @@ from hiertrain_edge.runtime.job import Job, load_job
 from hiertrain_edge.runtime.mailbox import Mailbox, RemoteAbort
 from hiertrain_edge.runtime.observe import EdgeObserver
 from hiertrain_edge.runtime.slices import TierSlice, full_state
+from hiertrain_edge.wire.schema import JobBounds
+from hiertrain_edge.wire.security import Security
 from hiertrain_edge.wire.transport import Link, Listener
 
 log = logging.getLogger(__name__)
@@ -43,16 +45,19 @@ class EdgeServer:
         schedule: Schedule | None = None,
         status_listen: str | None = None,
         metrics_port: int | None = None,
+        security: Security | None = None,
     ) -> None:
         self.job_path = job if isinstance(job, Path) else None
         self.schedule_override = schedule
         self.cloud_address = cloud
         self._configure(load_job(job) if isinstance(job, Path) else job)
         self.ctx = zmq.Context.instance()
-        self.listener = Listener(self.ctx, listen)
-        self.cloud_link = Link(self.ctx, cloud) if cloud else None
+        self.listener = Listener(self.ctx, listen, security=security)
+        self.cloud_link = Link(self.ctx, cloud, security=security) if cloud else None
         links = {"device_edge": self.listener, "edge_cloud": self.cloud_link}
-        self.observe = EdgeObserver(listen, cloud, links, status_listen, metrics_port)
+        self.observe = EdgeObserver(
+            listen, cloud, links, status_listen, metrics_port, configure=security
+        )
         self.out_dir = Path(out_dir) if out_dir else None
         self.once = once
         log.info(
@@ -71,7 +76,8 @@ class EdgeServer:
             raise ConfigError(
                 f"schedule {schedule.describe()} runs units on the cloud; give --cloud HOST"
             )
-        self.job, self.spec, self.schedule = job, spec, schedule
+        self.job, self.spec, self.start_schedule = job, spec, schedule
+        self.schedule = schedule
 
     def serve(self) -> None:
         try:
@@ -120,26 +126,23 @@ class EdgeServer:
     def run_job(self, board: Mailbox, join: dict[str, Any]) -> None:
         if self.job_path is not None:
             self._configure(load_job(self.job_path))
+        self.schedule = self.start_schedule
         job, spec, schedule = self.job, self.spec, self.schedule
         n = spec.num_units
         steps = self._check_board(join)
+        bounds = JobBounds(spec, schedule, job.batch_size, steps, "edge", job.seed)
+        self.listener.bounds = bounds
+        if self.cloud_link is not None:
+            self.cloud_link.bounds = bounds
         job_id = uuid.uuid4().hex[:8]
         tier = TierSlice("edge", spec, job, schedule)
         job_dict = job.model_dump(mode="json")
+        self.job_id, self.job_dict = job_id, job_dict
         cloud: Mailbox | None = None
         if schedule.uses_cloud(n):
-            assert self.cloud_link is not None
-            cloud = Mailbox(self.cloud_link, name="the cloud")
-            cloud.send(
-                {
-                    "type": "setup",
-                    "job_id": job_id,
-                    "job": job_dict,
-                    "schedule": schedule.to_dict(),
-                    "units": tier.unit_state(schedule.replicated("cloud", n)),
-                }
+            cloud = self._setup_cloud(
+                0, schedule, tier.unit_state(schedule.replicated("cloud", n)), {}
             )
-            cloud.expect("ready", 0, CLOUD_SETUP_TIMEOUT_S)
         board.send(
             {
                 "type": "job",
@@ -166,6 +169,11 @@ class EdgeServer:
                 if msg["type"] == "finish":
                     break
                 self.observe.step_started(msg["step"])
+                if "schedule" in msg:
+                    new = Schedule.from_dict(msg["schedule"]).validate(n, job.batch_size)
+                    cloud = self._switch(msg["step"], new, tier, board, cloud)
+                elif cloud is not None:
+                    cloud.send({"type": "step", "step": msg["step"]})
                 self._step(msg["step"], tier, board, cloud)
                 self.observe.step_done(msg)
             self._finish(msg, tier, board, cloud, job_id, job_dict)
@@ -175,12 +183,83 @@ class EdgeServer:
                 cloud.send({"type": "abort", "reason": f"edge: {exc}"})
             raise
 
+    def _setup_cloud(
+        self, step: int, schedule: Schedule, units: dict[str, Any], opt: dict[str, Any]
+    ) -> Mailbox:
+        """Give the cloud the job, the schedule and its units; wait until it is ready."""
+        if self.cloud_link is None:
+            raise ConfigError(
+                f"schedule {schedule.describe()} runs units on the cloud; give --cloud HOST"
+            )
+        cloud = Mailbox(self.cloud_link, name="the cloud")
+        cloud.send(
+            {
+                "type": "setup",
+                "job_id": self.job_id,
+                "job": self.job_dict,
+                "step": step,
+                "schedule": schedule.to_dict(),
+                "units": units,
+                "opt": opt,
+            }
+        )
+        cloud.expect("ready", step, CLOUD_SETUP_TIMEOUT_S)
+        return cloud
+
+    def _switch(
+        self, step: int, new: Schedule, tier: TierSlice, board: Mailbox, cloud: Mailbox | None
+    ) -> Mailbox | None:
+        """Move every tier to `new` before `step`, units travelling with their optimizer state.
+
+        Units whose owner changes come to the edge first (from the board and the cloud),
+        then go out to their new owners; tiers that start replicating a unit get its
+        weights. The edge stays the hub because it is the one tier linked to both others.
+        """
+        old, n = self.schedule, self.spec.num_units
+        units = tier.unit_state(tier.owns)
+        opt = tier.optimizer_state(tier.owns)
+        if cloud is not None:
+            cloud.send({"type": "step", "step": step, "schedule": new.to_dict()})
+        for name, peer in (("device", board), ("cloud", cloud)):
+            if peer is not None and any(
+                old.owner(u, n) == name != new.owner(u, n) for u in range(n)
+            ):
+                moving = peer.expect("moving", step, self.job.step_timeout_s)
+                units.update(moving["units"])
+                opt.update(moving["opt"])
+
+        def share(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+            owned = [u for u in range(n) if new.owner(u, n) == name != old.owner(u, n)]
+            fresh = set(new.replicated(name, n)) - set(old.replicated(name, n))
+            return (
+                {str(u): units[str(u)] for u in sorted(set(owned) | fresh)},
+                {str(u): opt[str(u)] for u in owned},
+            )
+
+        board_units, board_opt = share("device")
+        board.send({"type": "units", "step": step, "units": board_units, "opt": board_opt})
+        cloud_units, cloud_opt = share("cloud")
+        if cloud is not None:
+            cloud.send({"type": "units", "step": step, "units": cloud_units, "opt": cloud_opt})
+        elif new.uses_cloud(n):
+            cloud = self._setup_cloud(step, new, cloud_units, cloud_opt)
+            cloud.send({"type": "step", "step": step})
+        edge_units, edge_opt = share("edge")
+        tier.reconfigure(new, edge_units, edge_opt)
+        for link in (self.listener, self.cloud_link):
+            if link is not None and link.bounds is not None:
+                link.bounds = link.bounds.with_schedule(new)
+        log.warning(
+            "step %d: schedule switched from %s to %s", step, old.describe(), new.describe()
+        )
+        self.schedule = new
+        self.observe.schedule_changed(step, new, n)
+        return cloud
+
     def _step(self, step: int, tier: TierSlice, board: Mailbox, cloud: Mailbox | None) -> None:
         schedule, n, timeout = self.schedule, self.spec.num_units, self.job.step_timeout_s
         batch_size = self.job.batch_size
         tier.begin_step()
-        if cloud is not None:
-            cloud.send({"type": "step", "step": step})
 
         # 1. Groups arrive from the board in dispatch order: pass cloud-bound ones on,
         #    train edge-terminal ones to the loss and answer them at once.

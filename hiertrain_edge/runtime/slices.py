@@ -32,22 +32,77 @@ class TierSlice:
     replicated unit, even one it does not run itself).
     """
 
-    def __init__(self, tier: str, spec: ModelSpec, job: Job, schedule: Schedule) -> None:
+    def __init__(
+        self,
+        tier: str,
+        spec: ModelSpec,
+        job: Job,
+        schedule: Schedule,
+        units: UnitTensors | None = None,
+        opt: dict[str, Any] | None = None,
+    ) -> None:
         self.tier = tier
+        self.spec = spec
+        self.job = job
         self.num_units = spec.num_units
-        self.schedule = schedule
-        n = spec.num_units
-        self.runs = schedule.units_on(tier, n)
-        self.owns = {u for u in range(n) if schedule.owner(u, n) == tier}
-        self.replicated = schedule.replicated(tier, n)
-        self.units = build_units(spec, self.runs | self.owns, job.seed)
-        for unit in self.units.values():
-            unit.train()
-        owned_params = [p for u in sorted(self.owns) for p in self.units[u].parameters()]
-        self.optimizer = make_optimizer(job, owned_params)
+        self.units: dict[int, nn.Module] = {}
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._place(schedule, units or {}, opt or {})
         self.loss_fn = nn.CrossEntropyLoss(reduction="sum")
         self._saved: dict[int, tuple[torch.Tensor, torch.Tensor] | None] = {}
         self.samples: dict[int, int] = {}  # unit -> samples it ran this step
+
+    def _place(self, schedule: Schedule, units: UnitTensors, opt: dict[str, Any]) -> None:
+        """Hold the units `schedule` gives this tier, taking received weights from `units`
+        and received optimizer state (per unit, one dict per parameter) from `opt`.
+
+        Units kept keep their weights and optimizer state unless received anew; units new
+        here are built, then overwritten; units no longer needed are dropped.
+        """
+        n = self.num_units
+        old_state = {}
+        if self.optimizer is not None:
+            old_state = {p: s for p, s in self.optimizer.state.items() if s}
+        self.schedule = schedule
+        self.runs = schedule.units_on(self.tier, n)
+        self.owns = {u for u in range(n) if schedule.owner(u, n) == self.tier}
+        self.replicated = schedule.replicated(self.tier, n)
+        held = self.runs | self.owns
+        new = held - set(self.units)
+        self.units.update(build_units(self.spec, new, self.job.seed))
+        for u in set(self.units) - held:
+            del self.units[u]
+        for unit in self.units.values():
+            unit.train()
+        self.load_unit_state(units)
+        owned_params = [p for u in sorted(self.owns) for p in self.units[u].parameters()]
+        self.optimizer = make_optimizer(self.job, owned_params)
+        if self.optimizer is None:
+            return
+        for u in sorted(self.owns):
+            moved = opt.get(str(u))
+            for i, p in enumerate(self.units[u].parameters()):
+                if moved is not None:
+                    state = {k: v.clone() for k, v in moved[i].items()}
+                else:
+                    state = old_state.get(p, {})
+                if state:
+                    self.optimizer.state[p] = state
+
+    def reconfigure(self, schedule: Schedule, units: UnitTensors, opt: dict[str, Any]) -> None:
+        """Switch to `schedule` between steps (see `_place`)."""
+        self._place(schedule, units, opt)
+
+    def optimizer_state(self, units: list[int] | set[int]) -> dict[str, Any]:
+        """Optimizer state of owned units: per unit, one dict of tensors per parameter."""
+        out: dict[str, Any] = {}
+        for u in sorted(units):
+            per_param = []
+            for p in self.units[u].parameters():
+                state = self.optimizer.state.get(p, {}) if self.optimizer is not None else {}
+                per_param.append({k: v for k, v in state.items() if isinstance(v, torch.Tensor)})
+            out[str(u)] = per_param
+        return out
 
     # --- one step ---------------------------------------------------------------
 

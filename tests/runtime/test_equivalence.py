@@ -160,3 +160,48 @@ def test_batchnorm_groups_normalise_like_micro_batches(tmp_path, edge_server, mn
         # Several groups: the weights differ from whole-batch training, as documented.
         whole = train_reference(job, train, STEPS).state_dict()
         assert relative_error(hybrid["state"]["3.weight"], whole["3.weight"]) > REL_TOL
+
+
+SWITCHES = {
+    # step -> schedule; units change tier at every switch, the cloud joins late
+    "device_to_chain": {1: "12:6:6", 2: "12:2:6", 3: "4:6:6,4:2:6,4:2:4", 4: "12:0:0"},
+    "cloud_to_device": {0: "12:0:0", 2: "6:3:3,6:6:6", 3: "12:6:6", 4: "5:0:4,7:2:2"},
+}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("name", sorted(SWITCHES))
+def test_equivalence_across_schedule_switches(tmp_path, edge_server, mnist, name, optimizer):
+    """Units that change tier carry their weights and optimizer state: switching
+    schedules between steps still equals single-process training."""
+    torch.set_num_threads(1)
+    plan = {s: Schedule.parse(t).validate(N_UNITS, BATCH) for s, t in SWITCHES[name].items()}
+    first = plan.pop(0, Schedule.parse("12:3:6"))
+    settings = {
+        "model": "small_cnn",
+        "batch_size": BATCH,
+        "steps": STEPS,
+        "optimizer": optimizer,
+        "lr": 0.01 if optimizer == "adam" else 0.1,
+        "seed": 4,
+        "schedule": first.to_dict(),
+    }
+    job_file, address = edge_server
+    write_job_file(job_file, settings)
+    train = mnist.subset(0, 120)
+    board = Board(
+        endpoint(address, 0),
+        train,
+        train.subset(0, 0),
+        tmp_path / "device",
+        chooser=lambda step, current: plan.get(step),
+    )
+    report = board.run()
+    assert [c["step"] for c in report.schedule_changes] == sorted(plan)
+    assert [r.schedule_id for r in report.iterations][-1] == plan[max(plan)].schedule_id()
+    hybrid = load_model_file(tmp_path / "device" / "model.pt")
+    assert hybrid["meta"]["replicas_identical"] is True
+    reference = train_reference(job_from_dict(settings), train, STEPS).state_dict()
+    for key, want in reference.items():
+        err = relative_error(hybrid["state"][key], want)
+        assert err <= REL_TOL, f"{key}: relative error {err:.2e} over {REL_TOL}"
