@@ -11,41 +11,16 @@ import pytest
 import torch
 
 from hiertrain_edge.export import export_checkpoint
-from hiertrain_edge.models import build_model, get_model
-from hiertrain_edge.runtime.checkpoint import save_model
 
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 CLASS_NAMES = [str(i) for i in range(10)]
-
-
-def write_checkpoint(path, model_name="small_cnn", seed=3, input_shape=None, num_classes=10):
-    """A model file as the board writes it, with weights moved away from their init."""
-    spec = get_model(model_name, num_classes, input_shape)
-    model = build_model(spec, seed)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.01 * torch.randn(p.shape, generator=gen))
-    job = {"model": model_name, "num_classes": num_classes, "seed": seed, "steps": 40}
-    if input_shape is not None:
-        job["input_shape"] = list(input_shape)
-    meta = {
-        "job_id": "a1b2c3d4",
-        "steps": 40,
-        "mean": MNIST_MEAN,
-        "std": MNIST_STD,
-        "class_names": CLASS_NAMES,
-    }
-    save_model(path, job, model.state_dict(), meta)
-    return model.eval(), spec
 
 
 def props(path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
 
 
-def test_checkpoint_export_records_input_normalisation_classes_and_job(tmp_path):
-    model, _ = write_checkpoint(tmp_path / "model.pt")
+def test_checkpoint_export_records_input_normalisation_classes_and_job(tmp_path, make_checkpoint):
+    model, _ = make_checkpoint(tmp_path / "model.pt")
     result = export_checkpoint(tmp_path / "model.pt", tmp_path / "m.onnx")
 
     assert result.units == (0, 6) and result.opset == 17
@@ -89,8 +64,8 @@ def test_checkpoint_export_records_input_normalisation_classes_and_job(tmp_path)
         np.testing.assert_allclose(got, model(x).numpy(), rtol=0, atol=1e-5)
 
 
-def test_slice_records_only_the_ends_it_has(tmp_path):
-    write_checkpoint(tmp_path / "model.pt")
+def test_slice_records_only_the_ends_it_has(tmp_path, make_checkpoint):
+    make_checkpoint(tmp_path / "model.pt")
     middle = export_checkpoint(tmp_path / "model.pt", tmp_path / "mid.onnx", "2:4")
     assert (middle.input_shape, middle.output_shape) == ((16, 14, 14), (32, 7, 7))
     found = props(tmp_path / "mid.onnx")
@@ -106,8 +81,8 @@ def test_slice_records_only_the_ends_it_has(tmp_path):
 
 
 @pytest.mark.parametrize("opset", [11, 20])
-def test_oldest_and_newest_supported_opsets_export(tmp_path, opset):
-    model, _ = write_checkpoint(tmp_path / "model.pt", "mobilenetv2")
+def test_oldest_and_newest_supported_opsets_export(tmp_path, opset, make_checkpoint):
+    model, _ = make_checkpoint(tmp_path / "model.pt", "mobilenetv2")
     result = export_checkpoint(tmp_path / "model.pt", tmp_path / "m.onnx", "0:3", opset)
     proto = onnx.load(str(result.path))
     assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [opset]
@@ -128,13 +103,13 @@ USER_MODULE = textwrap.dedent(
 )
 
 
-def test_user_sequential_model_exports_whole_and_sliced(tmp_path, monkeypatch, ort_session):
+def test_user_sequential_model_exports_whole_and_sliced(
+    tmp_path, monkeypatch, ort_session, make_checkpoint
+):
     (tmp_path / "export_user_models.py").write_text(USER_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     ref = "export_user_models:tiny_rgb"
-    model, spec = write_checkpoint(
-        tmp_path / "model.pt", ref, input_shape=(3, 12, 12), num_classes=5
-    )
+    model, _ = make_checkpoint(tmp_path / "model.pt", ref, input_shape=(3, 12, 12), num_classes=5)
     x = torch.randn(8, 3, 12, 12, generator=torch.Generator().manual_seed(1))
 
     whole = export_checkpoint(tmp_path / "model.pt", tmp_path / "u.onnx")
