@@ -332,12 +332,12 @@ def plan(
     `memory_budgets` (bytes per tier) override the profiles' budgets. Raises ScheduleError
     when no schedule fits memory and the links, ConfigError on bad inputs.
     """
-    t0 = time.perf_counter()
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-    model = CostModel.build(spec, profiles, links)
+    model = CostModel.build(spec, profiles, links)  # unit sizes and FLOPs: cached per model
     if memory_budgets:
         model = _with_budgets(model, memory_budgets)
+    t0 = time.perf_counter()
     N = model.num_units
 
     # Baselines and every single-group schedule: always evaluated, so the plan is never
