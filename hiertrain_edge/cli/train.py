@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hiertrain_edge.cli.common import add_threads
 from hiertrain_edge.cli.device_config import add_config_option, apply_device_config
+from hiertrain_edge.cli.keys import add_security_flags, security_from_args
 from hiertrain_edge.cli.status import add_observe_options, status_listen
 
 
@@ -23,7 +24,7 @@ def cmd_cloud(args: argparse.Namespace) -> int:
     from hiertrain_edge.wire.transport import CLOUD_PORT
 
     listen = args.listen or f"tcp://*:{CLOUD_PORT}"
-    CloudServer(listen, args.out, once=args.once).serve()
+    CloudServer(listen, args.out, once=args.once, security=security_from_args(args)).serve()
     return 0
 
 
@@ -46,6 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         schedule=schedule,
         status_listen=status_listen(args.status_listen, listen),
         metrics_port=args.metrics_port,
+        security=security_from_args(args),
     ).serve()
     return 0
 
@@ -58,7 +60,8 @@ def cmd_join(args: argparse.Namespace) -> int:
     apply_device_config(args)  # settings file fills what the flags left unset
     data = load_dataset(args.data)
     train, test = split(data, args.test_fraction)
-    report = Board(endpoint(args.edge, EDGE_PORT), train, test, args.out).run()
+    security = security_from_args(args)
+    report = Board(endpoint(args.edge, EDGE_PORT), train, test, args.out, security=security).run()
     if args.report:
         report.write(args.report)
     acc = "n/a" if report.test_accuracy is None else f"{report.test_accuracy:.4f}"
@@ -109,6 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--listen", help="endpoint to bind (default tcp://*:47820)")
     p.add_argument("--out", help="folder for the trained model (model.pt)")
     p.add_argument("--once", action="store_true", help="exit after one job")
+    add_security_flags(p, admits="edges", connects=None)
     add_threads(p)
     p.set_defaults(func=cmd_cloud, tier="cloud")
 
@@ -119,6 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="folder for the trained model (model.pt)")
     p.add_argument("--once", action="store_true", help="exit after one job")
     add_observe_options(p)
+    add_security_flags(p, admits="boards (and status clients)", connects="cloud")
     _add_job_overrides(p)
     add_threads(p)
     p.set_defaults(func=cmd_serve, tier="edge")
@@ -144,6 +149,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--report", help="write a JSON run report here")
     p.add_argument("--out", help="folder for the trained model (model.pt)")
+    add_security_flags(p, admits=None, connects="edge")
     add_threads(p)
     p.set_defaults(func=cmd_join, tier="device")
 

@@ -23,6 +23,11 @@ from hiertrain_edge.errors import ProtocolError
 PROTOCOL_VERSION = 1
 _TENSOR_EXT = 1
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 30  # 1 GiB: VGG-11's weights are 37 MiB, activations less
+# The header holds only ids, settings and tensor descriptors (a VGG-11 state's is ~3 KiB);
+# the cap keeps a hostile header from expanding into gigabytes of Python objects.
+MAX_HEADER_BYTES = 4 << 20
+MAX_TENSOR_NDIM = 16
+MAX_TENSOR_ELEMENTS = 1 << 40  # keeps torch's stride arithmetic far from int64 overflow
 
 # The allow-list: every dtype training, labels and masks use, and nothing else.
 DTYPES: dict[str, torch.dtype] = {
@@ -103,6 +108,10 @@ def decode(frames: Sequence[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
     total = sum(v.nbytes for v in views)
     if total > max_bytes:
         raise ProtocolError(f"message of {total} bytes exceeds the limit of {max_bytes} bytes")
+    if views[0].nbytes > MAX_HEADER_BYTES:
+        raise ProtocolError(
+            f"header of {views[0].nbytes} bytes exceeds the limit of {MAX_HEADER_BYTES} bytes"
+        )
     used = [False] * len(views)
 
     def ext_hook(code: int, data: bytes) -> Any:
@@ -128,8 +137,15 @@ def decode(frames: Sequence[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
             raise ProtocolError(f"byte order must be '<' or '>', got {order!r}")
         dtype = DTYPES[name]
         count = 1
+        span = 1  # torch's strides multiply every dimension, zeros counted as one
         for d in shape:
             count *= d
+            span *= max(d, 1)
+        if len(shape) > MAX_TENSOR_NDIM or span > MAX_TENSOR_ELEMENTS:
+            raise ProtocolError(
+                f"tensor shape {shape} is too large: at most {MAX_TENSOR_NDIM} dimensions "
+                f"spanning at most {MAX_TENSOR_ELEMENTS} elements"
+            )
         itemsize = torch.empty((), dtype=dtype).element_size()
         buf = views[index]
         if count * itemsize != buf.nbytes:

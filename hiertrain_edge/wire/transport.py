@@ -14,13 +14,28 @@ from typing import Any
 import zmq
 
 from hiertrain_edge.errors import PeerLostError, ProtocolError, TransportError
+from hiertrain_edge.wire import schema
 from hiertrain_edge.wire.codec import DEFAULT_MAX_MESSAGE_BYTES, decode, encode
+from hiertrain_edge.wire.security import (
+    HandshakeWatch,
+    Security,
+    release_listener,
+    secure_link,
+    secure_listener,
+)
 
 log = logging.getLogger(__name__)
 
 EDGE_PORT = 47810  # boards connect here
 CLOUD_PORT = 47820  # edges connect here
 STATUS_PORT = 47811  # operators' status queries to the edge
+# Messages queued per peer before ZeroMQ stops reading its socket: with MAXMSGSIZE per
+# frame this bounds what a flooding peer can make a tier hold.
+RCVHWM_MESSAGES = 64
+# Invalid messages logged at WARNING per socket and window; the rest at DEBUG, so a
+# flooding peer cannot flood the journal.
+REJECTS_LOGGED = 5
+REJECT_WINDOW_S = 10.0
 
 
 def endpoint(host: str, default_port: int) -> str:
@@ -46,21 +61,71 @@ class _Socket:
         self.max_bytes = max_bytes
         self.bytes_sent = 0
         self.bytes_received = 0
+        self.bounds: schema.JobBounds | None = None  # set by the runtime once a job is known
+        self.rejected = 0  # received messages dropped as invalid
+        self.last_rejection: str | None = None
+        self._reject_window = (-REJECT_WINDOW_S, 0)  # (start, messages logged in it)
+        self.watch: HandshakeWatch | None = None
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+        sock.setsockopt(zmq.RCVHWM, RCVHWM_MESSAGES)
 
     def _send(self, frames: list[Any]) -> None:
         self.bytes_sent += sum(len(memoryview(f)) for f in frames)
         self.sock.send_multipart(frames, copy=False)
 
     def _recv_frames(self, timeout_s: float, what: str) -> list[zmq.Frame]:
-        if not self.sock.poll(int(timeout_s * 1000), zmq.POLLIN):
-            raise PeerLostError(f"no {what} from {self.where} within {timeout_s:g} s")
+        deadline = Deadline(timeout_s)
+        while True:
+            if self.watch is not None:
+                self.watch.check()  # a refused handshake raises PeerRefusedError here
+            if self.watch is None:
+                ready = self.sock.poll(int(deadline.left() * 1000), zmq.POLLIN)
+            else:
+                poller = zmq.Poller()
+                poller.register(self.sock, zmq.POLLIN)
+                poller.register(self.watch.monitor, zmq.POLLIN)
+                ready = self.sock in dict(poller.poll(int(deadline.left() * 1000)))
+            if ready:
+                break
+            if deadline.left() <= 0:
+                dropped = ""
+                if self.last_rejection is not None:
+                    dropped = f" (dropped {self.rejected} invalid; last: {self.last_rejection})"
+                raise PeerLostError(f"no {what} from {self.where} within {timeout_s:g} s{dropped}")
         frames = self.sock.recv_multipart(copy=False)
         self.bytes_received += sum(len(f.buffer) for f in frames)
         return frames
 
+    def _reject(self, exc: ProtocolError, sender: str) -> None:
+        """Drop an invalid message with a logged reason; the tier keeps running."""
+        self.rejected += 1
+        self.last_rejection = str(exc)
+        now = time.monotonic()
+        start, logged = self._reject_window
+        if now - start >= REJECT_WINDOW_S:
+            start, logged = now, 0
+        self._reject_window = (start, logged + 1)
+        level = logging.WARNING if logged < REJECTS_LOGGED else logging.DEBUG
+        log.log(
+            level,
+            "dropped an invalid message from %s on %s (%d so far): %s",
+            sender,
+            self.where,
+            self.rejected,
+            exc,
+        )
+
+    def _valid(self, frames: list[Any], sender: str) -> dict[str, Any] | None:
+        try:
+            return schema.check(decode(frames, self.max_bytes), self.bounds)
+        except ProtocolError as exc:
+            self._reject(exc, sender)
+            return None
+
     def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
         self.sock.close(linger=0)
 
 
@@ -73,11 +138,22 @@ class Link(_Socket):
         address: str,
         max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         configure: Any = None,
+        security: Security | None = None,
     ) -> None:
+        if isinstance(configure, Security):  # keys handed over where a configurer is taken
+            security, configure = configure, None
         sock = ctx.socket(zmq.DEALER)
         if configure is not None:
             configure(sock)
+        try:
+            curve = secure_link(sock, security, address)
+        except BaseException:
+            sock.close(linger=0)
+            raise
         super().__init__(sock, address, max_bytes)
+        self.watch = HandshakeWatch(
+            sock, address, server=False, curve=curve, own_key=security and security.public_key
+        )
         try:
             sock.connect(address)
         except zmq.ZMQError as exc:
@@ -87,8 +163,13 @@ class Link(_Socket):
         self._send(encode(msg))
 
     def recv(self, timeout_s: float, what: str = "message") -> dict[str, Any]:
-        frames = self._recv_frames(timeout_s, what)
-        return decode(frames, self.max_bytes)
+        """The next valid message; invalid ones are dropped and logged on the way."""
+        deadline = Deadline(timeout_s)
+        while True:
+            frames = self._recv_frames(deadline.left(), what)
+            msg = self._valid(frames, "the peer")
+            if msg is not None:
+                return msg
 
 
 class Listener(_Socket):
@@ -100,15 +181,26 @@ class Listener(_Socket):
         address: str,
         max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         configure: Any = None,
+        security: Security | None = None,
     ) -> None:
+        if isinstance(configure, Security):  # keys handed over where a configurer is taken
+            security, configure = configure, None
         sock = ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished peer raises
         if configure is not None:
             configure(sock)
+        try:
+            self.zap_domain = secure_listener(ctx, sock, security, address)
+        except BaseException:
+            sock.close(linger=0)
+            raise
+        self.ctx = ctx
         super().__init__(sock, address, max_bytes)
+        self.watch = HandshakeWatch(sock, address, server=True, curve=self.zap_domain is not None)
         try:
             sock.bind(address)
         except zmq.ZMQError as exc:
+            self.close()
             raise TransportError(
                 f"cannot listen on {address}: {exc} (is another tier already running there?)"
             ) from exc
@@ -120,11 +212,22 @@ class Listener(_Socket):
             raise PeerLostError(f"peer {peer.hex()} on {self.where} is gone: {exc}") from exc
 
     def recv(self, timeout_s: float, what: str = "message") -> tuple[bytes, dict[str, Any]]:
-        frames = self._recv_frames(timeout_s, what)
-        if len(frames) < 2:
-            raise ProtocolError(f"message on {self.where} has no peer identity frame")
-        self.last_peer_address = _peer_address(frames[0])
-        return bytes(frames[0].buffer), decode(frames[1:], self.max_bytes)
+        """The next valid message and its sender; invalid ones are dropped and logged."""
+        deadline = Deadline(timeout_s)
+        while True:
+            frames = self._recv_frames(deadline.left(), what)
+            if len(frames) < 2:
+                self._reject(ProtocolError("message has no peer identity frame"), "a peer")
+                continue
+            peer = bytes(frames[0].buffer)
+            msg = self._valid(frames[1:], f"peer {peer.hex()}")
+            if msg is not None:
+                self.last_peer_address = _peer_address(frames[0])
+                return peer, msg
+
+    def close(self) -> None:
+        super().close()
+        release_listener(self.ctx, self.zap_domain)
 
 
 def _peer_address(frame: zmq.Frame) -> str | None:
