@@ -16,6 +16,7 @@ from hiertrain_edge.errors import HierTrainError
 COMMAND_MODULES = (
     "hiertrain_edge.cli.train",
     "hiertrain_edge.cli.plan",
+    "hiertrain_edge.cli.table",
     "hiertrain_edge.cli.keys",
     "hiertrain_edge.cli.status",
     "hiertrain_edge.cli.timeline",

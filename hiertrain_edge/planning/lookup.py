@@ -191,19 +191,25 @@ class Selector:
         # First observation without an initial schedule: take the table's choice.
         if not self._started:
             self._started = True
-            return self._switch(target, slot, step, 0.0, "initial choice from the table",
-                                switched=False)
+            return self._switch(
+                target, slot, step, 0.0, "initial choice from the table", switched=False
+            )
 
         # 1. The current schedule cannot run here: move at once.
         if not math.isfinite(now(old)):
             if target == old:
                 return self._hold(slot, "no schedule fits this situation")
             gain = 0.0 if not math.isfinite(now(target)) else math.inf
-            return self._switch(target, slot, step, gain,
-                                f"forced: current schedule cannot run ({table.slot_name(slot)})")
+            return self._switch(
+                target,
+                slot,
+                step,
+                gain,
+                f"forced: current schedule cannot run ({table.slot_name(slot)})",
+            )
 
         # 2. The table agrees with what runs.
-        if target == old or target == NO_SCHEDULE:
+        if target in (old, NO_SCHEDULE):
             self._candidate, self._count = NO_SCHEDULE, 0
             return self._hold(slot, "current schedule is the table's choice")
 
@@ -223,15 +229,14 @@ class Selector:
             dwelt = step - self._last_switch_step
             if dwelt < self.min_dwell_steps:
                 return self._hold(
-                    slot, f"dwell {dwelt} of {self.min_dwell_steps} steps since last switch",
+                    slot,
+                    f"dwell {dwelt} of {self.min_dwell_steps} steps since last switch",
                     gain,
                 )
 
         # 5. Margin on the predicted step time.
         if gain < self.margin * now(old):
-            return self._hold(
-                slot, f"gain {gain:.4g} s below the {self.margin:.0%} margin", gain
-            )
+            return self._hold(slot, f"gain {gain:.4g} s below the {self.margin:.0%} margin", gain)
 
         # 6. Pay-off over the expected dwell against the cost of moving units.
         move_s = self.move_cost(old, target, bw_de_mbps, bw_ec_mbps)
@@ -243,9 +248,11 @@ class Selector:
                 gain,
             )
         return self._switch(
-            target, slot, step, gain,
-            f"{table.slot_name(slot)}: {gain:.4g} s per step faster, moving units "
-            f"{move_s:.4g} s",
+            target,
+            slot,
+            step,
+            gain,
+            f"{table.slot_name(slot)}: {gain:.4g} s per step faster, moving units {move_s:.4g} s",
         )
 
     def _hold(self, slot: int, reason: str, gain: float = 0.0) -> Decision:

@@ -414,8 +414,9 @@ def _parse(data: bytes, where: str) -> ScheduleTable:
         raise ConfigError(f"{where} is not a msgpack schedule table ({exc})") from exc
     if not isinstance(env, dict) or env.get("format") != FORMAT_NAME:
         got = env.get("format") if isinstance(env, dict) else type(env).__name__
-        raise ConfigError(f"{where} is not a schedule table: format {got!r}, expected "
-                          f"{FORMAT_NAME!r}")
+        raise ConfigError(
+            f"{where} is not a schedule table: format {got!r}, expected {FORMAT_NAME!r}"
+        )
     version = env.get("version")
     if version != FORMAT_VERSION:
         raise ConfigError(
@@ -470,7 +471,9 @@ def _parse(data: bytes, where: str) -> ScheduleTable:
         _need(g, "size", int, f"{where}: grid"),
     )
     lat = _need(body, "latency_s", dict, where)
-    latency = tuple(float(_need(lat, k, (int, float), f"{where}: latency_s")) for k in ("de", "ec"))
+    latency = tuple(
+        float(_need(lat, k, (int, float), f"{where}: latency_s")) for k in ("de", "ec")
+    )
 
     # 3. Schedules: each must fit the model and the batch.
     raw = _need(body, "schedules", list, where)
@@ -488,8 +491,9 @@ def _parse(data: bytes, where: str) -> ScheduleTable:
     count = _need(slots, "count", int, f"{where}: slots")
     expected = grid.size**2 + grid.size + 1
     if count != expected:
-        raise ConfigError(f"{where}: {count} slots for a {grid.size}-point grid, expected "
-                          f"{expected}")
+        raise ConfigError(
+            f"{where}: {count} slots for a {grid.size}-point grid, expected {expected}"
+        )
     index = _unpack_array("h", _need(slots, "index", bytes, where), count, f"{where}: slot index")
     bad = [k for k in index if not NO_SCHEDULE <= k < len(schedules)]
     if bad:
@@ -624,7 +628,7 @@ def cost_evaluator(facts: Any, profiles: Mapping[str, Any], latency_s) -> Evalua
         # (inf, as the cost model says); only a device-only schedule is evaluated.
         local = all(g.c1 == n_units for g in schedule.groups)
         rest = np.ones(de.shape, bool) if fallback["used"] else down & local
-        for k in zip(*np.nonzero(rest)):
+        for k in zip(*np.nonzero(rest), strict=True):
             out[k] = scalar(schedule, de[k], ec[k])
         return out
 
@@ -727,7 +731,9 @@ def build_table(
     used = sorted({int(k) for k in best_k if k >= 0})
     renumber = {k: r for r, k in enumerate(used)}
     slot_index = tuple(renumber.get(int(k), NO_SCHEDULE) for k in best_k)
-    slot_time = tuple(float(t) if k >= 0 else math.inf for t, k in zip(best_t, best_k))
+    slot_time = tuple(
+        float(t) if k >= 0 else math.inf for t, k in zip(best_t, best_k, strict=True)
+    )
     build_s = time.perf_counter() - t0
     table = ScheduleTable(
         model=facts.name,

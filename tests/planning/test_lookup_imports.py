@@ -28,6 +28,9 @@ def test_loading_and_selecting_imports_no_solver(tmp_path):
     path = small_table().save(tmp_path / "t.htab")
     out = subprocess.run(
         [sys.executable, "-c", BOARD_SCRIPT, str(path)],
-        capture_output=True, text=True, check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     assert out.stdout.strip() == "[]"

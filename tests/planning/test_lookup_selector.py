@@ -33,21 +33,30 @@ def test_noise_around_a_region_boundary_switches_at_most_once(table):
         decisions = [selector.observe(bw, EC_MBPS, step=s) for s, bw in enumerate(noisy)]
         assert sum(d.switched for d in decisions) <= 1
     # Without hysteresis the same noise flips the schedule again and again.
-    bare = Selector(table, initial=DEVICE_ONLY, margin=0.0, persist=1, min_dwell_steps=0,
-                    move_cost=lambda a, b, de, ec: 0.0)
+    bare = Selector(
+        table,
+        initial=DEVICE_ONLY,
+        margin=0.0,
+        persist=1,
+        min_dwell_steps=0,
+        move_cost=lambda a, b, de, ec: 0.0,
+    )
     assert sum(bare.observe(bw, EC_MBPS, step=s).switched for s, bw in enumerate(noisy)) > 20
 
 
-@pytest.mark.parametrize(("before", "after", "old", "new"), [(100.0, 10.0, EDGE, DEVICE_ONLY),
-                                                              (10.0, 100.0, DEVICE_ONLY, EDGE)])
+@pytest.mark.parametrize(
+    ("before", "after", "old", "new"),
+    [(100.0, 10.0, EDGE, DEVICE_ONLY), (10.0, 100.0, DEVICE_ONLY, EDGE)],
+)
 def test_tenfold_change_switches_within_three_observations(table, before, after, old, new):
     rng = random.Random(3)
     selector = Selector(table)
     for s in range(50):
         d = selector.observe(before * rng.uniform(0.9, 1.1), EC_MBPS, step=s)
         assert d.schedule_index == old and not d.switched
-    changes = [selector.observe(after * rng.uniform(0.9, 1.1), EC_MBPS, step=50 + s)
-               for s in range(3)]
+    changes = [
+        selector.observe(after * rng.uniform(0.9, 1.1), EC_MBPS, step=50 + s) for s in range(3)
+    ]
     assert [d.switched for d in changes] == [False, False, True]
     assert changes[-1].schedule_index == new and changes[-1].from_index == old
     assert changes[-1].predicted_gain_s > 0.1 * table.time_of(old, changes[-1].slot)
@@ -81,7 +90,11 @@ def test_dwell_margin_and_payoff_hold_a_switch_back(table):
 
 def test_first_observation_takes_the_table_choice(table):
     d = Selector(table).observe(100.0, EC_MBPS, step=0)
-    assert (d.schedule_index, d.switched, d.reason) == (EDGE, False, "initial choice from the table")
+    assert (d.schedule_index, d.switched, d.reason) == (
+        EDGE,
+        False,
+        "initial choice from the table",
+    )
 
 
 def test_move_cost_counts_units_whose_tier_changes(table):
@@ -100,6 +113,9 @@ def test_bad_settings_are_refused(table):
         Selector(table, margin=1.5)
     with pytest.raises(ConfigError, match=r"^lookup rule must be 'nearest' or 'floor', got 'x'$"):
         Selector(table, rule="x")
-    with pytest.raises(ConfigError, match=r"^initial schedule index 9 out of range; the table "
-                       r"stores 4 schedules$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^initial schedule index 9 out of range; the table "
+        r"stores 4 schedules$",
+    ):
         Selector(table, initial=9)

@@ -23,8 +23,17 @@ def test_default_grid_spans_0_1_to_10000_mbps_with_41_points():
 
 @pytest.mark.parametrize(
     ("mbps", "nearest", "floor"),
-    [(0.1, 0, 0), (0.05, 0, 0), (1.0, 8, 8), (1.2, 9, 8), (1.1, 8, 8), (1e6, 40, 40),
-     (0.0, 0, 0), (float("nan"), 0, 0), (10_000.0, 40, 40)],
+    [
+        (0.1, 0, 0),
+        (0.05, 0, 0),
+        (1.0, 8, 8),
+        (1.2, 9, 8),
+        (1.1, 8, 8),
+        (1e6, 40, 40),
+        (0.0, 0, 0),
+        (float("nan"), 0, 0),
+        (10_000.0, 40, 40),
+    ],
 )
 def test_grid_index_is_log_arithmetic_clamped(mbps, nearest, floor):
     assert DEFAULT_GRID.index(mbps, "nearest") == nearest
@@ -86,8 +95,12 @@ def test_build_calls_the_solver_at_seeds_then_on_boundaries():
     from table_fixtures import candidate_solver
 
     table = small_table(solve=candidate_solver(profiles(), calls), max_refine_calls=10)
-    assert table.build == {"candidates": 4, "planner_calls": 53, "refine_calls": 10,
-                           "seed_calls": 43}
+    assert table.build == {
+        "candidates": 4,
+        "planner_calls": 53,
+        "refine_calls": 10,
+        "seed_calls": 43,
+    }
     assert calls[0] == (pytest.approx(0.1), pytest.approx(0.1))
     assert calls[42] == (0.0, 0.0)  # edge unreachable, last of the seeds
 
@@ -97,8 +110,9 @@ def test_real_planner_on_a_small_grid_is_never_beaten_at_its_seeds():
 
     profs = profiles()
     grid = Grid.spanning(1.0, 100.0, 8)
-    table = build_table(SMALL_FACTS, profs, 8, latency_s=LATENCY_S, grid=grid, seed_stride=8,
-                        max_refine_calls=0)
+    table = build_table(
+        SMALL_FACTS, profs, 8, latency_s=LATENCY_S, grid=grid, seed_stride=8, max_refine_calls=0
+    )
     for i in (0, 8, 16):
         for j in (0, 8, 16):
             links = Links.symmetric(grid.value(i), grid.value(j), *LATENCY_S)

@@ -46,8 +46,11 @@ def test_damaged_body_is_refused(table):
     body = bytearray(env["body"])
     body[-10] ^= 0xFF
     env["body"] = bytes(body)
-    with pytest.raises(ConfigError, match=r"^t: content hash mismatch \(file says [0-9a-f]{12}, "
-                       r"body hashes to [0-9a-f]{12}\); the table is damaged$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^t: content hash mismatch \(file says [0-9a-f]{12}, "
+        r"body hashes to [0-9a-f]{12}\); the table is damaged$",
+    ):
         ScheduleTable.from_bytes(msgpack.packb(env, use_bin_type=True), "t")
 
 
@@ -73,8 +76,12 @@ def test_consistent_hash_but_bad_content_is_refused(table):
     body = msgpack.unpackb(_envelope(table)["body"], raw=False)
     body["schedules"][0] = [[31, 6, 6]]  # no longer adds up to the batch size
     blob = msgpack.packb(body, use_bin_type=True)
-    env = {"format": "hiertrain-edge/schedule-table", "version": 1,
-           "sha256": hashlib.sha256(blob).hexdigest(), "body": blob}
+    env = {
+        "format": "hiertrain-edge/schedule-table",
+        "version": 1,
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "body": blob,
+    }
     with pytest.raises(ConfigError) as err:
         ScheduleTable.from_bytes(msgpack.packb(env, use_bin_type=True), "t")
     assert str(err.value) == (

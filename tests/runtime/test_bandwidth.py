@@ -85,9 +85,15 @@ def test_probe_when_no_large_transfer_for_a_while():
 
 def test_bad_input_is_refused():
     est = BandwidthEstimator()
-    with pytest.raises(ConfigError, match=r"^a transfer needs nbytes >= 0 and a finite time "
-                       r">= 0 s, got 10 bytes in -1.0 s$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^a transfer needs nbytes >= 0 and a finite time "
+        r">= 0 s, got 10 bytes in -1.0 s$",
+    ):
         est.observe(10, -1.0)
-    with pytest.raises(ConfigError, match=r"^need change_ratio > 1 and 1 <= change_count <= "
-                       r"window \(8\), got 1.0 and 3$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^need change_ratio > 1 and 1 <= change_count <= "
+        r"window \(8\), got 1.0 and 3$",
+    ):
         BandwidthEstimator(change_ratio=1.0)
