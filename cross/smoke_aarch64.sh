@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The device role on an emulated aarch64 board: an arm64 Debian root file system run through
-# qemu user-mode emulation (binfmt_misc), set up with firmware_scripts/install.sh from the
-# offline wheelhouse, then the service's own command (`hiertrain-edge join` as the service
-# account, settings from /etc/hiertrain-edge/device.toml) joins an edge and a cloud that run on
-# this host. A chroot shares the host's network namespace, so loopback reaches them.
+# The device role on an emulated aarch64 board, set up the way a person sets up a Pi: an arm64
+# Debian root file system run through qemu user-mode emulation (binfmt_misc) stands in for the
+# flashed card. prepare_card.sh fills its boot folder (offline wheelhouse, edge address), the
+# first-run script runs as at first boot, the setup unit's command (install.sh) runs by hand,
+# then the join unit's command runs by hand as the service account, with its settings from
+# /etc/hiertrain-edge/device.toml, against an edge and a cloud on this host. A chroot shares
+# the host's network namespace, so loopback reaches them. No systemd runs in the chroot, so
+# the units' commands are taken from the unit files and run by hand.
 #
 #   sudo cross/smoke_aarch64.sh [--steps 30] [--work DIR] [--cache DIR] [--wheelhouse DIR]
 #
@@ -98,9 +101,11 @@ for m in proc sys dev; do
   mount --bind "/$m" "$root/$m"
   mounts+=("$root/$m")
 done
-mkdir -p "$root/root/setup"
-cp -r "$repo/firmware_scripts" "$root/root/setup/"
-cp -r "$wheelhouse" "$root/root/setup/wheelhouse"
+# The card's boot partition, as Raspberry Pi OS mounts it.
+boot="$root/boot/firmware"
+mkdir -p "$boot"
+echo "console=serial0,115200 console=tty1 root=PARTUUID=0000-02 rootfstype=ext4 rootwait" \
+  > "$boot/cmdline.txt"
 
 # A clean environment inside, as on a board (no pip settings of this host leak in).
 in_board() {
@@ -124,13 +129,23 @@ lr = 0.05
 seed = 0
 EOF
 
-# 5. Install on the board exactly as a person would, offline, then run the service's command.
+# 5. The README's Pi path: prepare the card, first boot, the setup unit's install.
+say "prepare_card.sh on the card's boot folder (offline wheelhouse, edge 127.0.0.1:$edge_port)"
+PYTHON="$host_python" "$repo/firmware_scripts/prepare_card.sh" "$boot" \
+  --edge "127.0.0.1:$edge_port" --wheelhouse "$wheelhouse" --threads 2 2>&1 | tee -a "$log"
+say "cmdline.txt: $(cat "$boot/cmdline.txt")"
+say "first boot: systemd.run= runs /boot/firmware/firstrun.sh"
+in_board bash /boot/firmware/firstrun.sh 2>&1 | tee -a "$log"
+say "after first boot: cmdline.txt: $(cat "$boot/cmdline.txt");" \
+  "setup unit enabled: $(readlink "$root/etc/systemd/system/multi-user.target.wants/hiertrain-edge-setup.service")"
+setup_exec="$(sed -n 's/^ExecStart=//p' "$root/etc/systemd/system/hiertrain-edge-setup.service")"
+say "setup unit's command, run by hand: $setup_exec (INSTALL_ARGS from settings.env)"
 t0=$(date +%s)
-say "install.sh --board generic --wheelhouse (offline) inside the emulated board"
-in_board bash /root/setup/firmware_scripts/install.sh --board generic \
-  --wheelhouse /root/setup/wheelhouse --edge "127.0.0.1:$edge_port" --threads 2 \
-  2>&1 | tee -a "$log"
+# shellcheck disable=SC2016  # expanded inside the board, as systemd would
+in_board /bin/bash -c 'set -a; . /var/lib/hiertrain-edge-setup/settings.env; set +a;
+  exec /bin/bash /var/lib/hiertrain-edge-setup/install.sh $INSTALL_ARGS' 2>&1 | tee -a "$log"
 say "install took $(($(date +%s) - t0)) s"
+say "settings written: $(tr '\n' ' ' < "$root/etc/hiertrain-edge/device.toml")"
 
 "$host_python" -m hiertrain_edge --log-level info cloud --listen "tcp://127.0.0.1:$cloud_port" \
   --once --out "$work/cloud" > "$work/cloud.log" 2>&1 &
