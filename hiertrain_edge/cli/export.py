@@ -11,6 +11,7 @@ from hiertrain_edge.errors import DataError
 
 # Kept equal to hiertrain_edge.export's constants without importing torch to build the parser.
 _DEFAULT_OPSET = 17
+_MIN_OPSET, _MAX_OPSET = 11, 20
 _DEFAULT_BATCH_SIZE = 64
 _DEFAULT_TEST_FRACTION = 0.2  # as `join` and `demo`: the board's held-out samples
 
@@ -102,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--opset",
         type=int,
         default=_DEFAULT_OPSET,
-        help=f"ONNX opset, 11..20 (default {_DEFAULT_OPSET})",
+        help=f"ONNX opset, {_MIN_OPSET}..{_MAX_OPSET} (default {_DEFAULT_OPSET})",
     )
     p.set_defaults(func=cmd_export)
 

@@ -10,7 +10,7 @@ import torch
 
 from hiertrain_edge.cli import export as export_cli
 from hiertrain_edge.cli.main import main
-from hiertrain_edge.export import DEFAULT_OPSET
+from hiertrain_edge.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from hiertrain_edge.export.inference import DEFAULT_BATCH_SIZE
 
 
@@ -26,10 +26,9 @@ def board(tmp_path, make_checkpoint):
 
 
 def test_cli_defaults_equal_the_library_constants():
-    assert (export_cli._DEFAULT_OPSET, export_cli._DEFAULT_BATCH_SIZE) == (
-        DEFAULT_OPSET,
-        DEFAULT_BATCH_SIZE,
-    )
+    assert export_cli._DEFAULT_OPSET == DEFAULT_OPSET
+    assert (export_cli._MIN_OPSET, export_cli._MAX_OPSET) == (MIN_OPSET, MAX_OPSET)
+    assert export_cli._DEFAULT_BATCH_SIZE == DEFAULT_BATCH_SIZE
 
 
 def test_export_then_infer_on_the_held_out_split(board, capsys):
