@@ -8,6 +8,7 @@ import json
 import time
 from typing import Any
 
+from hiertrain_edge.cli.keys import add_security_flags, security_from_args
 from hiertrain_edge.errors import PeerLostError
 
 
@@ -75,7 +76,10 @@ def render_status(st: dict[str, Any], where: str) -> str:
         )
     )
     cloud = st.get("cloud") or {}
-    rows.append(("cloud", f"{cloud.get('address') or 'none'}: {cloud.get('state', 'n/a')}"))
+    reason = f" ({cloud['reason']})" if cloud.get("reason") else ""
+    rows.append(
+        ("cloud", f"{cloud.get('address') or 'none'}: {cloud.get('state', 'n/a')}{reason}")
+    )
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
 
@@ -103,7 +107,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     address = endpoint(args.edge, STATUS_PORT)
     try:
-        st = query_status(address, args.timeout)
+        st = query_status(address, args.timeout, configure=security_from_args(args))
     except PeerLostError as exc:
         raise PeerLostError(
             f"{exc}; is `hiertrain-edge serve` running there with its status port "
@@ -129,6 +133,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--timeout", type=float, default=5.0, metavar="S", help="seconds to wait (default 5)"
     )
+    add_security_flags(p, admits=None, connects="edge")
     p.set_defaults(func=cmd_status, tier="status")
 
 

@@ -8,8 +8,9 @@ dotted green one).
 Report fields read (hiertrain_edge.runtime.report): `iterations[]` (step, schedule_id,
 loss, measured_s, predicted_s, bw_de_mbps, bw_ec_mbps), `schedule_changes[]` (step, from,
 to, bw_de_mbps, bw_ec_mbps, predicted_gain_s) and `events[]`, each at least
-{"step": int, "kind": "lost" | "returned", "tier": "edge" | "cloud"}; other kinds are
-drawn grey.
+{"step": int, "event": str}, with "tier" and "reason" where they apply: an event whose name
+holds "lost" is drawn black, one holding "return" or "rejoin" green, any other (a rollback)
+grey. `kind` is read where `event` is missing.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ SWITCH_COLOR = "#d62728"  # red: schedule switches
 LOST_COLOR = "#000000"  # black: a tier was lost
 RETURNED_COLOR = "#2ca02c"  # green: a tier came back
 OTHER_EVENT_COLOR = "#7f7f7f"
-EVENT_COLORS = {"lost": LOST_COLOR, "returned": RETURNED_COLOR}
 FIGURE_SIZE_IN = (10.0, 9.0)
 FIGURE_DPI = 100
 
@@ -53,6 +53,18 @@ def _series(iterations: list[dict[str, Any]], key: str) -> tuple[list[int], list
     nan = float("nan")
     values = [nan if r.get(key) is None else float(r[key]) for r in iterations]
     return [int(r["step"]) for r in iterations], values
+
+
+def _event_name(ev: dict[str, Any]) -> str:
+    return str(ev.get("event", ev.get("kind", "event")))
+
+
+def _event_color(name: str) -> str:
+    if "lost" in name:
+        return LOST_COLOR
+    if "return" in name or "rejoin" in name:
+        return RETURNED_COLOR
+    return OTHER_EVENT_COLOR
 
 
 def _plural(n: int, word: str) -> str:
@@ -139,12 +151,12 @@ def draw_timeline(report: dict[str, Any]) -> Any:
             va="top",
         )
     for ev in report.get("events") or []:
-        kind = str(ev.get("kind", "event"))
-        color = EVENT_COLORS.get(kind, OTHER_EVENT_COLOR)
+        name = _event_name(ev)
+        color = _event_color(name)
         for ax in axes:
-            ax.axvline(int(ev["step"]), color=color, ls=":", lw=1.5, gid=f"event:{kind}")
+            ax.axvline(int(ev["step"]), color=color, ls=":", lw=1.5, gid=f"event:{name}")
         ax_loss.annotate(
-            f"{ev.get('tier', '')} {kind}",
+            f"{ev.get('tier', '')} {name}".strip(),
             (int(ev["step"]), 1.0),
             xycoords=("data", "axes fraction"),
             xytext=(2, -2),
@@ -156,7 +168,7 @@ def draw_timeline(report: dict[str, Any]) -> Any:
         )
 
     switches = len(report.get("schedule_changes") or [])
-    lost = sum(1 for ev in report.get("events") or [] if ev.get("kind") == "lost")
+    lost = sum(1 for ev in report.get("events") or [] if "lost" in _event_name(ev))
     title = ", ".join(
         (_plural(len(its), "step"), _plural(len(ids), "schedule"), _plural(switches, "switch"))
     )

@@ -189,9 +189,9 @@ class EdgeObserver:
         if self.metrics is not None:
             self.metrics.bandwidth.labels(link=link).set(mbps * 1e6)
 
-    def tier_lost(self, tier: str) -> None:
+    def tier_lost(self, tier: str, reason: str | None = None) -> None:
         if tier == "cloud":
-            self.status.set_cloud("lost")
+            self.status.set_cloud("lost", reason)
         if self.metrics is not None:
             self.metrics.tier_lost.labels(tier=tier).inc()
 

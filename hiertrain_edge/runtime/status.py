@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 STATUS_FORMAT_VERSION = 1
 RATE_WINDOW_STEPS = 20  # steps/s is taken over this many last steps
 WARNINGS_KEPT = 10  # the status shows this many last warnings and errors
+MAX_REASON_CHARS = 1000  # texts in a status stay well under the wire's string limit
 _SERVER_POLL_S = 0.2  # how often the status thread checks that it should stop
 STATUS_TIMEOUT_S = 5.0
 
@@ -103,9 +104,14 @@ class EdgeStatus:
         with self._lock:
             self.bandwidth_mbps[link] = mbps
 
-    def set_cloud(self, state: str) -> None:
+    def set_cloud(self, state: str, reason: str | None = None) -> None:
         with self._lock:
-            self.cloud = {**self.cloud, "state": state, "since": time.time()}
+            self.cloud = {
+                "address": self.cloud["address"],
+                "state": state,
+                "since": time.time(),
+                **({"reason": reason[:MAX_REASON_CHARS]} if reason else {}),
+            }
 
     def add_warning(self, record: logging.LogRecord) -> None:
         with self._lock:
@@ -114,7 +120,7 @@ class EdgeStatus:
                     "time": record.created,
                     "level": record.levelname,
                     "logger": record.name,
-                    "message": record.getMessage(),
+                    "message": record.getMessage()[:MAX_REASON_CHARS],
                 }
             )
 

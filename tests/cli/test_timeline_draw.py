@@ -10,10 +10,16 @@ import numpy as np
 from matplotlib.colors import to_rgb
 
 from hiertrain_edge.cli.main import main
-from hiertrain_edge.cli.timeline import LOST_COLOR, SWITCH_COLOR, draw_timeline
+from hiertrain_edge.cli.timeline import (
+    LOST_COLOR,
+    OTHER_EVENT_COLOR,
+    RETURNED_COLOR,
+    SWITCH_COLOR,
+    draw_timeline,
+)
 
 SWITCH_STEP = 20
-LOST_STEP, RETURNED_STEP = 32, 36
+LOST_STEP, RETURNED_STEP, ROLLBACK_STEP = 32, 36, 40
 
 
 def _report() -> dict:
@@ -46,8 +52,9 @@ def _report() -> dict:
             }
         ],
         "events": [
-            {"step": LOST_STEP, "kind": "lost", "tier": "cloud", "detail": "silent for 10 s"},
-            {"step": RETURNED_STEP, "kind": "returned", "tier": "cloud"},
+            {"step": LOST_STEP, "event": "lost", "tier": "cloud", "reason": "silent for 10 s"},
+            {"step": RETURNED_STEP, "event": "returned", "tier": "cloud"},
+            {"step": ROLLBACK_STEP, "event": "rollback", "reason": "board rejoined"},
         ],
     }
 
@@ -62,11 +69,13 @@ def test_timeline_marks_switches_and_events_on_every_panel():
         }
         assert marks["schedule_switch"] == ([SWITCH_STEP, SWITCH_STEP], SWITCH_COLOR)
         assert marks["event:lost"] == ([LOST_STEP, LOST_STEP], LOST_COLOR)
-        assert marks["event:returned"][0] == [RETURNED_STEP, RETURNED_STEP]
+        assert marks["event:returned"] == ([RETURNED_STEP, RETURNED_STEP], RETURNED_COLOR)
+        assert marks["event:rollback"] == ([ROLLBACK_STEP, ROLLBACK_STEP], OTHER_EVENT_COLOR)
     sched = next(line for line in axes[1].get_lines() if line.get_gid() == "schedule")
     assert list(sched.get_ydata()) == [0] * SWITCH_STEP + [1] * (50 - SWITCH_STEP)
     assert [t.get_text() for t in axes[1].get_yticklabels()] == ["aaaaaaaaaaaa", "bbbbbbbbbbbb"]
     assert axes[0].get_yscale() == "log"
+    assert fig._suptitle.get_text() == "50 steps, 2 schedules, 1 switch, 1 lost tier"
 
 
 def test_timeline_png_has_the_switch_line_at_its_step(tmp_path):

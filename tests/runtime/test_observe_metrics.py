@@ -65,7 +65,7 @@ def test_observer_events_move_metrics_and_status():
         obs.step_done({"type": "step", "step": 1, "prev_loss": 2.5, "prev_measured_s": 0.2})
         obs.schedule_changed(2, SECOND, NUM_UNITS, predicted_s=0.15)
         obs.set_bandwidth("device_edge", 12.5)
-        obs.tier_lost("cloud")
+        obs.tier_lost("cloud", "no bwd from the cloud within 10 s")
         logging.getLogger("hiertrain_edge.runtime.edge").warning("cloud lost at step %d", 2)
         obs.job_finished({"type": "finish", "step": 3, "prev_loss": 2.0, "prev_measured_s": 0.1})
 
@@ -104,6 +104,7 @@ def test_observer_events_move_metrics_and_status():
     ]
     assert live["schedule_changes"] == 1
     assert live["cloud"]["state"] == "lost"
+    assert live["cloud"]["reason"] == "no bwd from the cloud within 10 s"
     assert live["job"]["state"] == "finished"
     assert [w["message"] for w in live["warnings"]] == ["cloud lost at step 2"]
     assert after["boards"] == []
