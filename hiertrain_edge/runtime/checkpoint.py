@@ -42,6 +42,18 @@ def save_model(
     atomic_save({"format": FORMAT, "job": job, "state": state, "meta": meta}, path)
 
 
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read the edge's job checkpoint (see EdgeServer._take_snapshot); plain data only."""
+    p = Path(path)
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a bad file
+        raise ConfigError(f"{p} is not a readable checkpoint: {exc}") from exc
+    if not isinstance(blob, dict) or blob.get("format") != "hiertrain-edge/checkpoint/1":
+        raise ConfigError(f"{p} is not a hiertrain-edge checkpoint")
+    return blob
+
+
 def load_model_file(path: str | Path) -> dict[str, Any]:
     """Read a model file; only tensors and plain data are accepted (no arbitrary pickles)."""
     p = Path(path)

@@ -12,7 +12,7 @@ from hiertrain_edge.planning.schedule import Schedule
 from hiertrain_edge.runtime.checkpoint import save_model
 from hiertrain_edge.runtime.job import job_from_dict
 from hiertrain_edge.runtime.logstep import set_step
-from hiertrain_edge.runtime.mailbox import Mailbox, RemoteAbort
+from hiertrain_edge.runtime.mailbox import Interrupt, Mailbox, RemoteAbort
 from hiertrain_edge.runtime.slices import TierSlice
 from hiertrain_edge.wire.schema import JobBounds
 from hiertrain_edge.wire.security import Security
@@ -40,17 +40,37 @@ class CloudServer:
         log.info("cloud listening for edges on %s", listen)
 
     def serve(self) -> None:
+        pending: tuple[bytes, dict] | None = None
         try:
             while True:
-                try:
-                    peer, msg = self.listener.recv(IDLE_POLL_S, "setup")
-                except PeerLostError:
+                if pending is None:
+                    try:
+                        pending = self.listener.recv(IDLE_POLL_S, "setup")
+                    except PeerLostError:
+                        continue
+                peer, msg = pending
+                pending = None
+                if msg["type"] == "ping":  # an edge asks whether we are back
+                    self.listener.send(peer, {"type": "pong", "step": 0})
                     continue
                 if msg["type"] != "setup":
                     log.info("ignored %s from edge %s outside a job", msg["type"], peer.hex())
                     continue
+                # A setup or ping from any edge ends the current job: the edge restarted
+                # or rolled back, and the job goes on from what the new setup carries.
+                edge = Mailbox(
+                    self.listener,
+                    peer,
+                    "the edge",
+                    interrupts=("setup", "ping"),
+                    adopt=lambda _p, m: m.get("type") in ("setup", "ping"),
+                )
                 try:
-                    self.run_job(Mailbox(self.listener, peer, "the edge"), msg)
+                    self.run_job(edge, msg)
+                except Interrupt as exc:
+                    log.warning("the edge sent a new %s: leaving the current job", exc.msg["type"])
+                    pending = (exc.peer or peer, exc.msg)
+                    continue
                 except (HierTrainError, KeyError, TypeError) as exc:
                     log.error("job ended with an error: %s; waiting for the next job", exc)
                 if self.once:
@@ -106,6 +126,15 @@ class CloudServer:
                 if "schedule" in msg:
                     new = Schedule.from_dict(msg["schedule"]).validate(n, job.batch_size)
                     self._switch(step, new, tier, edge, job.step_timeout_s)
+                if step % job.checkpoint_every == 0 and tier.owns:
+                    edge.send(
+                        {
+                            "type": "snapshot",
+                            "step": step,
+                            "units": tier.unit_state(tier.owns),
+                            "opt": tier.optimizer_state(tier.owns),
+                        }
+                    )
                 schedule = tier.schedule
                 order = [
                     i

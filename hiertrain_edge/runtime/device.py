@@ -4,6 +4,7 @@ group, and at the end evaluates the trained model on its held-out samples."""
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import time
 import uuid
@@ -15,24 +16,25 @@ import torch
 import zmq
 
 from hiertrain_edge.datasets import Dataset
-from hiertrain_edge.errors import ConfigError
+from hiertrain_edge.errors import ConfigError, PeerLostError
 from hiertrain_edge.models import build_model
 from hiertrain_edge.planning.schedule import Schedule
 from hiertrain_edge.runtime.batches import BatchOrder
 from hiertrain_edge.runtime.checkpoint import save_model
 from hiertrain_edge.runtime.job import job_from_dict
 from hiertrain_edge.runtime.logstep import set_step
-from hiertrain_edge.runtime.mailbox import Mailbox
+from hiertrain_edge.runtime.mailbox import Interrupt, Mailbox
 from hiertrain_edge.runtime.reference import evaluate
 from hiertrain_edge.runtime.report import Report, StepRecord
 from hiertrain_edge.runtime.slices import TierSlice
 from hiertrain_edge.wire.schema import JobBounds
 from hiertrain_edge.wire.security import Security
-from hiertrain_edge.wire.transport import Link
+from hiertrain_edge.wire.transport import Deadline, Link
 
 log = logging.getLogger(__name__)
 
 JOIN_TIMEOUT_S = 120.0
+JOIN_RETRY_S = 15.0  # a join unanswered this long is sent again
 PROGRESS_EVERY_STEPS = 25  # plain progress lines when not on a terminal
 
 
@@ -82,7 +84,11 @@ class Board:
         self.edge = Mailbox(self.link, name=f"the edge at {edge}")
         self.train, self.test = train, test
         self.out_dir = Path(out_dir) if out_dir else None
-        self.board_id = board_id or uuid.uuid4().hex[:8]
+        self.board_id = board_id or socket.gethostname()
+        self.session = uuid.uuid4().hex[:8]  # this process's run, told apart from restarts
+        self.attempt = 0
+        self.cloud_ok = True
+        self.preferred: Schedule | None = None  # what a rollback without the cloud replaced
         self.last_step: dict[str, float] = {}  # the previous step's loss and time, for the edge
 
     def run(self) -> Report:
@@ -94,24 +100,41 @@ class Board:
         report.wall_s = time.perf_counter() - started
         return report
 
-    def _run(self) -> Report:
+    def _join(self, patience_s: float) -> dict[str, Any]:
+        """Ask the edge for the job until it answers or `patience_s` runs out.
+
+        Every attempt is numbered and the edge echoes the number, so an offer answering
+        an older attempt (queued while the edge was down) is told apart and dropped.
+        """
+        deadline = Deadline(patience_s)
         n_classes = int(self.train.y.max()) + 1
-        self.edge.send(
-            {
-                "type": "join",
-                "board_id": self.board_id,
-                "n_train": len(self.train),
-                "sample_shape": list(self.train.sample_shape),
-                "num_classes": n_classes,
-            }
-        )
-        log.info(
-            "board %s joining %s with %d training samples",
-            self.board_id,
-            self.edge.name,
-            len(self.train),
-        )
-        offer = self.edge.expect("job", None, JOIN_TIMEOUT_S)
+        while True:
+            self.attempt += 1
+            self.edge.clear()
+            self.edge.send(
+                {
+                    "type": "join",
+                    "board_id": self.board_id,
+                    "session": self.session,
+                    "attempt": self.attempt,
+                    "n_train": len(self.train),
+                    "sample_shape": list(self.train.sample_shape),
+                    "num_classes": n_classes,
+                }
+            )
+            wait = Deadline(min(JOIN_RETRY_S, max(0.1, deadline.left())))
+            try:
+                while True:
+                    offer = self.edge.expect("job", None, wait.left())
+                    if offer.get("attempt", self.attempt) == self.attempt:
+                        return offer
+            except PeerLostError:
+                if deadline.left() <= 0:
+                    raise PeerLostError(
+                        f"no edge answered at {self.edge.name} within {patience_s:g} s"
+                    ) from None
+
+    def _take_offer(self, offer: dict[str, Any]) -> tuple[Any, TierSlice, int, int]:
         job = job_from_dict(offer["job"], "job from the edge")
         spec = job.spec()
         if tuple(self.train.sample_shape) != spec.input_shape:
@@ -122,59 +145,83 @@ class Board:
         schedule = Schedule.from_dict(offer["schedule"]).validate(spec.num_units, job.batch_size)
         steps = int(offer["steps"])
         self.link.bounds = JobBounds(spec, schedule, job.batch_size, steps, "device", job.seed)
-        tier = TierSlice("device", spec, job, schedule)
-        tier.load_unit_state(offer["units"])
+        tier = TierSlice("device", spec, job, schedule, offer["units"], offer.get("opt", {}))
+        start = int(offer.get("start_step", 0))
         log.info(
-            "job %s: model %s, %d steps, schedule %s; this board runs units %s",
+            "job %s: model %s, steps %d..%d, schedule %s; this board runs units %s",
             offer["job_id"],
             spec.name,
-            steps,
+            start,
+            steps - 1,
             schedule.describe(),
             sorted(tier.runs),
         )
+        return job, tier, steps, start
 
-        report = Report(schedule=schedule.to_dict())
+    def _run(self) -> Report:
+        log.info(
+            "board %s joining %s with %d training samples",
+            self.board_id,
+            self.edge.name,
+            len(self.train),
+        )
+        offer = self._join(JOIN_TIMEOUT_S)
+        job, tier, steps, step = self._take_offer(offer)
+        spec = tier.spec
+        self.edge.interrupts = ("rollback",)
+        report = Report(schedule=tier.schedule.to_dict())
         order = BatchOrder(len(self.train), job.batch_size, job.seed)
         progress = Progress(steps)
         t_run = time.perf_counter()
         try:
-            for step in range(steps):
+            while step < steps:
                 set_step(step)
                 t0 = time.perf_counter()
-                new = self.chooser(step, tier.schedule) if self.chooser else None
-                header = {"type": "step", "step": step, **self.last_step}
-                if new is not None and new != tier.schedule:
-                    old = tier.schedule
-                    self.edge.send({**header, "schedule": new.to_dict()})
-                    self._switch(step, tier, new, job.step_timeout_s)
-                    report.schedule_changes.append(
-                        {
-                            "step": step,
-                            "from": old.schedule_id(),
-                            "to": new.schedule_id(),
-                            "from_schedule": old.to_dict(),
-                            "to_schedule": new.to_dict(),
-                            "bw_de_mbps": None,
-                            "bw_ec_mbps": None,
-                            "predicted_gain_s": None,
-                        }
+                try:
+                    self._tiers_news()
+                    self._begin(step, tier, report, job)
+                    loss = self._step(step, tier, order, job.batch_size, job.step_timeout_s)
+                except Interrupt as exc:  # the edge lost a tier and rolled everyone back
+                    msg = exc.msg
+                    step = int(msg["step"])
+                    self.cloud_ok = bool(msg["cloud_ok"])
+                    if not self.cloud_ok and tier.schedule.uses_cloud(spec.num_units):
+                        self.preferred = self.preferred or tier.schedule
+                    new = Schedule.from_dict(msg["schedule"]).validate(
+                        spec.num_units, job.batch_size
                     )
+                    tier = TierSlice("device", spec, job, new, msg["units"], msg["opt"])
+                    self.link.bounds = self.link.bounds.with_schedule(new)
+                    self.edge.clear()
+                    report.rolled_back(step, f"rollback to step {step}: {new.describe()}")
                     log.warning(
-                        "step %d: switched schedule %s -> %s", step, old.describe(), new.describe()
+                        "the edge rolled back to step %d with schedule %s", step, new.describe()
                     )
-                else:
-                    self.edge.send(header)
-                loss = self._step(step, tier, order, job.batch_size, job.step_timeout_s)
+                    continue
+                except PeerLostError as exc:  # the edge is gone: it may come back
+                    log.warning(
+                        "lost the edge at step %d (%s); joining again for up to %g s",
+                        step,
+                        exc,
+                        job.rejoin_patience_s,
+                    )
+                    self.edge.interrupts = ()
+                    job, tier, steps, step = self._take_offer(self._join(job.rejoin_patience_s))
+                    self.edge.interrupts = ("rollback",)
+                    report.rolled_back(step, f"rejoined the edge at step {step}")
+                    continue
                 measured = time.perf_counter() - t0
                 self.last_step = {"prev_loss": loss, "prev_measured_s": measured}
                 report.iterations.append(
                     StepRecord(step, tier.schedule.schedule_id(), loss, measured)
                 )
                 progress.update(step, loss, (step + 1) / (time.perf_counter() - t_run))
+                step += 1
         finally:
             progress.close()
 
         # Gather the trained model from every owner, then test it here.
+        self.edge.interrupts = ()
         self.edge.send(
             {
                 "type": "finish",
@@ -202,6 +249,54 @@ class Board:
         if len(self.test):
             report.test_accuracy, report.test_loss = evaluate(model, self.test)
         return report
+
+    def _tiers_news(self) -> None:
+        """Take the edge's unasked news (the cloud is back) without waiting."""
+        news = self.edge.take("tiers")
+        if news is not None:
+            self.cloud_ok = bool(news["cloud_ok"])
+
+    def _begin(self, step: int, tier: TierSlice, report: Report, job: Any) -> None:
+        """Announce the step, switching schedule first if the chooser says so, and hand
+        the edge our units at checkpoint steps."""
+        new = self.chooser(step, tier.schedule) if self.chooser else None
+        if new is None and self.cloud_ok and self.preferred is not None:
+            new = self.preferred  # the cloud is back: return to the schedule it replaced
+        if new is not None and not self.cloud_ok and new.uses_cloud(tier.num_units):
+            new = None  # never switch onto a lost tier
+        header = {"type": "step", "step": step, **self.last_step}
+        if new is not None and new != tier.schedule:
+            old = tier.schedule
+            self.edge.send({**header, "schedule": new.to_dict()})
+            self._switch(step, tier, new, job.step_timeout_s)
+            report.schedule_changes.append(
+                {
+                    "step": step,
+                    "from": old.schedule_id(),
+                    "to": new.schedule_id(),
+                    "from_schedule": old.to_dict(),
+                    "to_schedule": new.to_dict(),
+                    "bw_de_mbps": None,
+                    "bw_ec_mbps": None,
+                    "predicted_gain_s": None,
+                }
+            )
+            log.warning(
+                "step %d: switched schedule %s -> %s", step, old.describe(), new.describe()
+            )
+            if new == self.preferred:
+                self.preferred = None
+        else:
+            self.edge.send(header)
+        if step % job.checkpoint_every == 0 and tier.owns:
+            self.edge.send(
+                {
+                    "type": "snapshot",
+                    "step": step,
+                    "units": tier.unit_state(tier.owns),
+                    "opt": tier.optimizer_state(tier.owns),
+                }
+            )
 
     def _switch(self, step: int, tier: TierSlice, new: Schedule, timeout: float) -> None:
         """Move to `new` before `step`: hand the units we stop owning to the edge, take

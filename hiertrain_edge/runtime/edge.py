@@ -5,27 +5,37 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import torch
 import zmq
 
 from hiertrain_edge.errors import ConfigError, HierTrainError, PeerLostError
-from hiertrain_edge.planning.schedule import Schedule
-from hiertrain_edge.runtime.checkpoint import save_model
+from hiertrain_edge.planning.schedule import Group, Schedule
+from hiertrain_edge.runtime.checkpoint import atomic_save, load_checkpoint, save_model
 from hiertrain_edge.runtime.job import Job, load_job
-from hiertrain_edge.runtime.mailbox import Mailbox, RemoteAbort
+from hiertrain_edge.runtime.mailbox import Interrupt, Mailbox, RemoteAbort
 from hiertrain_edge.runtime.observe import EdgeObserver
 from hiertrain_edge.runtime.slices import TierSlice, full_state
 from hiertrain_edge.wire.schema import JobBounds
 from hiertrain_edge.wire.security import Security
-from hiertrain_edge.wire.transport import Link, Listener
+from hiertrain_edge.wire.transport import Deadline, Link, Listener
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 3600.0
 CLOUD_SETUP_TIMEOUT_S = 60.0
+CLOUD_PROBE_EVERY_S = 2.0  # how often a lost cloud is asked whether it is back
+CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FORMAT = "hiertrain-edge/checkpoint/1"
+
+
+def without_cloud(schedule: Schedule, num_units: int) -> Schedule:
+    """The same groups with the cloud's units moved to the edge."""
+    return Schedule(tuple(Group(g.n, g.c1, num_units) for g in schedule.groups))
 
 
 class EdgeServer:
@@ -52,6 +62,7 @@ class EdgeServer:
         self.cloud_address = cloud
         self._configure(load_job(job) if isinstance(job, Path) else job)
         self.ctx = zmq.Context.instance()
+        self.security = security
         self.listener = Listener(self.ctx, listen, security=security)
         self.cloud_link = Link(self.ctx, cloud, security=security) if cloud else None
         links = {"device_edge": self.listener, "edge_cloud": self.cloud_link}
@@ -127,61 +138,307 @@ class EdgeServer:
         if self.job_path is not None:
             self._configure(load_job(self.job_path))
         self.schedule = self.start_schedule
-        job, spec, schedule = self.job, self.spec, self.schedule
+        job, spec = self.job, self.spec
         n = spec.num_units
         steps = self._check_board(join)
-        bounds = JobBounds(spec, schedule, job.batch_size, steps, "edge", job.seed)
+        self.board_id = str(join["board_id"])
+        self.board_session = join.get("session")
+        self.board_attempt = int(join.get("attempt", 0))
+        bounds = JobBounds(spec, self.schedule, job.batch_size, steps, "edge", job.seed)
         self.listener.bounds = bounds
         if self.cloud_link is not None:
             self.cloud_link.bounds = bounds
-        job_id = uuid.uuid4().hex[:8]
-        tier = TierSlice("edge", spec, job, schedule)
-        job_dict = job.model_dump(mode="json")
-        self.job_id, self.job_dict = job_id, job_dict
-        cloud: Mailbox | None = None
-        if schedule.uses_cloud(n):
-            cloud = self._setup_cloud(
-                0, schedule, tier.unit_state(schedule.replicated("cloud", n)), {}
+        self.job_dict = job.model_dump(mode="json")
+        self.steps = steps
+        self.cloud_lost_at: float | None = None
+        board.adopt = self._same_board
+        board.ours = lambda m: str(m.get("board_id")) == self.board_id
+        resumed = self._checkpoint_for(join)
+        if resumed is not None:
+            self.job_id = resumed["job_id"]
+            self.snapshot = resumed
+            log.warning(
+                "board %s rejoined job %s: resuming from the checkpoint at step %d",
+                self.board_id,
+                self.job_id,
+                resumed["step"],
             )
-        board.send(
-            {
-                "type": "job",
-                "job_id": job_id,
-                "job": job_dict,
-                "schedule": schedule.to_dict(),
-                "steps": steps,
-                "units": tier.unit_state(schedule.replicated("device", n)),
-            }
-        )
+            tier, cloud = self._restore(
+                board, resumed, Schedule.from_dict(resumed["schedule"]), rejoin=True
+            )
+        else:
+            self.job_id = uuid.uuid4().hex[:8]
+            self.snapshot = None
+            tier = TierSlice("edge", spec, job, self.schedule)
+            cloud = None
+            if self.schedule.uses_cloud(n):
+                cloud = self._setup_cloud(
+                    0, self.schedule, tier.unit_state(self.schedule.replicated("cloud", n)), {}
+                )
+            board.send(self._offer(0, tier.unit_state(self.schedule.replicated("device", n)), {}))
         log.info(
             "job %s started with %s: %d steps of %d samples",
-            job_id,
+            self.job_id,
             board.name,
             steps,
             job.batch_size,
         )
         address = getattr(self.listener, "last_peer_address", None)
-        board_id = str(join.get("board_id", board.name))
-        self.observe.job_started(job_id, board_id, address, steps, job.model, schedule, n)
+        self.observe.job_started(
+            self.job_id, self.board_id, address, steps, job.model, self.schedule, n
+        )
         try:
             while True:
-                msg = board.expect(("step", "finish"), None, job.step_timeout_s)
-                if msg["type"] == "finish":
-                    break
-                self.observe.step_started(msg["step"])
-                if "schedule" in msg:
-                    new = Schedule.from_dict(msg["schedule"]).validate(n, job.batch_size)
-                    cloud = self._switch(msg["step"], new, tier, board, cloud)
-                elif cloud is not None:
-                    cloud.send({"type": "step", "step": msg["step"]})
-                self._step(msg["step"], tier, board, cloud)
-                self.observe.step_done(msg)
-            self._finish(msg, tier, board, cloud, job_id, job_dict)
+                try:
+                    msg = board.expect(("step", "finish"), None, job.step_timeout_s)
+                    if msg["type"] == "finish":
+                        break
+                    step = msg["step"]
+                    self.observe.step_started(step)
+                    cloud = self._probe_cloud(board, cloud)
+                    if "schedule" in msg:
+                        new = Schedule.from_dict(msg["schedule"]).validate(n, job.batch_size)
+                        cloud = self._switch(step, new, tier, board, cloud)
+                    elif cloud is not None:
+                        cloud.send({"type": "step", "step": step})
+                    if step % max(1, job.checkpoint_every) == 0:
+                        self._take_snapshot(step, tier, board, cloud)
+                    self._step(step, tier, board, cloud)
+                    self.observe.step_done(msg)
+                except Interrupt as exc:  # the board restarted and joined again
+                    board.peer = exc.peer
+                    log.warning(
+                        "board %s rejoined; rolling back to step %d",
+                        self.board_id,
+                        self._snapshot_step(),
+                    )
+                    tier, cloud = self._restore(board, self.snapshot, self.schedule, rejoin=True)
+                except (PeerLostError, RemoteAbort) as exc:
+                    if getattr(exc, "mailbox", None) is cloud and cloud is not None:
+                        tier, cloud = self._cloud_lost(exc, board)
+                    else:
+                        tier, cloud = self._await_rejoin(exc, board)
+            self._finish(msg, tier, board, cloud, self.job_id, self.job_dict)
             self.observe.job_finished(msg)
         except BaseException as exc:
             if cloud is not None:
-                cloud.send({"type": "abort", "reason": f"edge: {exc}"})
+                with contextlib.suppress(HierTrainError):
+                    cloud.send({"type": "abort", "reason": f"edge: {exc}"})
             raise
+
+    # --- recovery ----------------------------------------------------------------
+
+    def _same_board(self, peer: bytes, msg: dict[str, Any]) -> bool:
+        """A join from our board's restarted process, or a newer attempt of this one."""
+        if msg.get("type") != "join" or str(msg.get("board_id")) != self.board_id:
+            return False
+        session, attempt = msg.get("session"), int(msg.get("attempt", 0))
+        if session == self.board_session and attempt <= self.board_attempt:
+            return False  # an older join, queued while we were away: already answered
+        self.board_session, self.board_attempt = session, attempt
+        return True
+
+    def _offer(self, step: int, units: dict[str, Any], opt: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "job",
+            "job_id": self.job_id,
+            "job": self.job_dict,
+            "schedule": self.schedule.to_dict(),
+            "steps": self.steps,
+            "start_step": step,
+            "units": units,
+            "opt": opt,
+            "attempt": self.board_attempt,
+        }
+
+    def _snapshot_step(self) -> int:
+        return 0 if self.snapshot is None else int(self.snapshot["step"])
+
+    def _checkpoint_for(self, join: dict[str, Any]) -> dict[str, Any] | None:
+        """The checkpoint of an unfinished job of this board, if the out folder has one."""
+        if self.out_dir is None:
+            return None
+        path = self.out_dir / CHECKPOINT_FILE
+        if not path.is_file():
+            return None
+        blob = load_checkpoint(path)
+        if (
+            blob["board_id"] != self.board_id
+            or blob["job"] != self.job_dict
+            or blob["step"] >= self.steps
+        ):
+            log.info("checkpoint %s belongs to another or a finished job; starting afresh", path)
+            return None
+        return blob
+
+    def _take_snapshot(
+        self, step: int, tier: TierSlice, board: Mailbox, cloud: Mailbox | None
+    ) -> None:
+        """Gather every owner's units (weights and optimizer state) before `step`.
+
+        The board and the cloud send theirs unasked at every checkpoint step; a tier that
+        dies later is brought back from here, so no step is lost and none applied twice.
+        """
+        units = {
+            k: {n: t.clone() for n, t in v.items()} for k, v in tier.unit_state(tier.owns).items()
+        }
+        opt = {
+            k: [{n: t.clone() for n, t in p.items()} for p in v]
+            for k, v in tier.optimizer_state(tier.owns).items()
+        }
+        for peer in (board, cloud):
+            if peer is not None and self._owns_any(peer is board):
+                part = peer.expect("snapshot", step, self.job.step_timeout_s)
+                units.update(part["units"])
+                opt.update(part["opt"])
+        self.snapshot = {
+            "format": CHECKPOINT_FORMAT,
+            "job_id": self.job_id,
+            "board_id": self.board_id,
+            "job": self.job_dict,
+            "step": step,
+            "data_position": step,
+            "schedule": self.schedule.to_dict(),
+            "units": units,
+            "opt": opt,
+            "rng": torch.random.get_rng_state(),
+        }
+        if self.out_dir is not None:
+            atomic_save(self.snapshot, self.out_dir / CHECKPOINT_FILE)
+
+    def _owns_any(self, device: bool) -> bool:
+        n = self.spec.num_units
+        tier = "device" if device else "cloud"
+        return any(self.schedule.owner(u, n) == tier for u in range(n))
+
+    def _restore(
+        self,
+        board: Mailbox,
+        snapshot: dict[str, Any] | None,
+        schedule: Schedule,
+        rejoin: bool = False,
+    ) -> tuple[TierSlice, Mailbox | None]:
+        """Put every tier back to the snapshot's step under `schedule`."""
+        n, job = self.spec.num_units, self.job
+        board.clear()
+        if snapshot is None:  # nothing gathered yet: start the job over from its seeds
+            step, units, opt = 0, None, None
+        else:
+            step, units, opt = int(snapshot["step"]), snapshot["units"], snapshot["opt"]
+
+        def share(tier_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+            if units is None:
+                return {}, {}
+            held = schedule.units_on(tier_name, n) | {
+                u for u in range(n) if schedule.owner(u, n) == tier_name
+            }
+            return (
+                {str(u): units[str(u)] for u in held if str(u) in units},
+                {
+                    str(u): opt[str(u)]
+                    for u in held
+                    if schedule.owner(u, n) == tier_name and str(u) in opt
+                },
+            )
+
+        self.schedule = schedule
+        for link in (self.listener, self.cloud_link):
+            if link is not None and link.bounds is not None:
+                link.bounds = link.bounds.with_schedule(schedule)
+        tier = TierSlice("edge", self.spec, job, schedule, *share("edge"))
+        if units is None:  # fresh start: replicas take the edge's initial weights
+            board_units = tier.unit_state(schedule.replicated("device", n))
+            board_opt: dict[str, Any] = {}
+            cloud_units = tier.unit_state(schedule.replicated("cloud", n))
+            cloud_opt: dict[str, Any] = {}
+        else:
+            board_units, board_opt = share("device")
+            cloud_units, cloud_opt = share("cloud")
+        cloud = None
+        if schedule.uses_cloud(n):
+            cloud = self._setup_cloud(step, schedule, cloud_units, cloud_opt)
+        if rejoin:
+            board.send(self._offer(step, board_units, board_opt))
+        else:
+            board.send(
+                {
+                    "type": "rollback",
+                    "step": step,
+                    "schedule": schedule.to_dict(),
+                    "units": board_units,
+                    "opt": board_opt,
+                    "cloud_ok": self.cloud_lost_at is None,
+                }
+            )
+        self.observe.schedule_changed(step, schedule, n)
+        return tier, cloud
+
+    def _await_rejoin(self, exc: Exception, board: Mailbox) -> tuple[TierSlice, Mailbox | None]:
+        """The board fell silent: keep the job and wait for it to join again."""
+        log.warning(
+            "lost board %s (%s); waiting up to %g s for it to join again",
+            self.board_id,
+            exc,
+            self.job.rejoin_patience_s,
+        )
+        deadline = Deadline(self.job.rejoin_patience_s)
+        while deadline.left() > 0:
+            try:
+                peer, msg = self.listener.recv(deadline.left(), "join")
+            except PeerLostError:
+                break
+            if self._same_board(peer, msg):
+                board.peer = peer
+                log.warning(
+                    "board %s is back; resuming from step %d", self.board_id, self._snapshot_step()
+                )
+                return self._restore(board, self.snapshot, self.schedule, rejoin=True)
+            if msg.get("type") == "join":
+                with contextlib.suppress(HierTrainError):
+                    self.listener.send(
+                        peer, {"type": "abort", "reason": "this edge is busy with another board"}
+                    )
+        raise PeerLostError(
+            f"board {self.board_id} did not come back within {self.job.rejoin_patience_s:g} s"
+        ) from exc
+
+    def _cloud_lost(self, exc: Exception, board: Mailbox) -> tuple[TierSlice, Mailbox | None]:
+        """Go on without the cloud: roll back to the last snapshot with the cloud's units
+        on the edge; the cloud is asked back between steps (see `_probe_cloud`)."""
+        self.cloud_lost_at = time.monotonic()
+        fallback = without_cloud(self.schedule, self.spec.num_units)
+        log.warning(
+            "lost the cloud (%s); going on without it from step %d with schedule %s",
+            exc,
+            self._snapshot_step(),
+            fallback.describe(),
+        )
+        self.observe.tier_lost("cloud", str(exc)) if hasattr(self.observe, "tier_lost") else None
+        if self.cloud_link is not None:  # a fresh socket drops whatever the old one queued
+            self.cloud_link.close()
+            self.cloud_link = Link(self.ctx, self.cloud_address, security=self.security)
+            self.cloud_link.bounds = self.listener.bounds
+        return self._restore(board, self.snapshot, fallback)
+
+    def _probe_cloud(self, board: Mailbox, cloud: Mailbox | None) -> Mailbox | None:
+        """While the cloud is lost, ping it between steps; tell the board when it answers."""
+        if self.cloud_lost_at is None or self.cloud_link is None:
+            return cloud
+        if time.monotonic() - self.cloud_lost_at < CLOUD_PROBE_EVERY_S:
+            return cloud
+        self.cloud_lost_at = time.monotonic()
+        try:
+            self.cloud_link.send({"type": "ping", "step": 0})
+            while True:
+                msg = self.cloud_link.recv(0.05, "pong")
+                if msg["type"] == "pong":
+                    break
+        except PeerLostError:
+            return cloud
+        self.cloud_lost_at = None
+        log.warning("the cloud answers again; telling board %s it may use it", self.board_id)
+        board.send({"type": "tiers", "step": 0, "cloud_ok": True})
+        return cloud
 
     def _setup_cloud(
         self, step: int, schedule: Schedule, units: dict[str, Any], opt: dict[str, Any]

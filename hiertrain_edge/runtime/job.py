@@ -38,6 +38,10 @@ class Job(BaseModel):
     seed: int = 0
     schedule: dict[str, Any] | None = None
     step_timeout_s: float = Field(120.0, gt=0)
+    # Every this many steps the edge gathers all units' weights and optimizer state (and
+    # writes them to its --out folder); a lost tier costs at most this many steps of work.
+    checkpoint_every: int = Field(50, ge=1)
+    rejoin_patience_s: float = Field(300.0, gt=0)  # how long the edge waits for a lost board
 
     @field_validator("schedule")
     @classmethod

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from hiertrain_edge.errors import PeerLostError, ProtocolError, TransportError
+from hiertrain_edge.errors import HierTrainError, PeerLostError, ProtocolError, TransportError
 from hiertrain_edge.wire.transport import Deadline, Link, Listener
 
 log = logging.getLogger(__name__)
@@ -16,6 +17,20 @@ class RemoteAbort(TransportError):
     """The peer ended the job and said why."""
 
 
+class Interrupt(HierTrainError):
+    """A message that changes the job's course arrived: a rollback, a new setup, a rejoin.
+
+    Attributes:
+        msg: the message.
+        peer: the sender's identity on a listener, else None.
+    """
+
+    def __init__(self, msg: dict[str, Any], peer: bytes | None = None) -> None:
+        super().__init__(f"{msg['type']} arrived while waiting")
+        self.msg = msg
+        self.peer = peer
+
+
 class Mailbox:
     """Messages from one peer, matched by (type, step, group).
 
@@ -23,11 +38,45 @@ class Mailbox:
     (a late or duplicated reply) is dropped with a log line.
     """
 
-    def __init__(self, sock: Link | Listener, peer: bytes | None = None, name: str = "") -> None:
+    def __init__(
+        self,
+        sock: Link | Listener,
+        peer: bytes | None = None,
+        name: str = "",
+        interrupts: tuple[str, ...] = (),
+        adopt: Callable[[bytes, dict[str, Any]], bool] | None = None,
+    ) -> None:
+        """`interrupts`: message types that raise Interrupt whenever they arrive; `adopt`:
+        on a listener, says whether a message from another peer raises Interrupt (a board
+        that restarted, an edge that restarted) instead of being dropped."""
         self.sock = sock
         self.peer = peer
         self.name = name or sock.where
+        self.interrupts = interrupts
+        self.adopt = adopt
+        # On a listener: says whether a join comes from our own peer (an old attempt to
+        # drop quietly) rather than a stranger (who is told the edge is busy).
+        self.ours: Callable[[dict[str, Any]], bool] | None = None
         self._backlog: deque[dict[str, Any]] = deque()
+
+    def take(self, kind: str) -> dict[str, Any] | None:
+        """The newest message of `kind` that has arrived, without waiting; others are kept."""
+        while True:
+            try:
+                msg = self._recv(0.0, kind)
+            except PeerLostError:
+                break
+            if msg["type"] in self.interrupts:
+                raise Interrupt(msg, self.peer)
+            self._backlog.append(msg)
+        found = [m for m in self._backlog if m["type"] == kind]
+        for m in found:
+            self._backlog.remove(m)
+        return found[-1] if found else None
+
+    def clear(self) -> None:
+        """Forget kept messages, e.g. after a rollback made them stale."""
+        self._backlog.clear()
 
     def send(self, msg: dict[str, Any]) -> None:
         if isinstance(self.sock, Listener):
@@ -40,8 +89,13 @@ class Mailbox:
         if isinstance(self.sock, Listener):
             while True:
                 peer, msg = self.sock.recv(timeout_s, what)
-                if peer == self.peer:
+                if self.adopt is not None and self.adopt(peer, msg):
+                    raise Interrupt(msg, peer)
+                if peer == self.peer and msg.get("type") != "join":
                     return msg
+                if msg.get("type") == "join" and self.ours is not None and self.ours(msg):
+                    log.info("dropped an old join attempt from %s", self.name)
+                    continue
                 log.warning(
                     "dropped %s from unexpected peer %s on %s",
                     msg.get("type"),
@@ -82,11 +136,19 @@ class Mailbox:
             left = deadline.left()
             if left <= 0:
                 raise PeerLostError(f"no {what} from {self.name} within {timeout_s:g} s")
-            msg = self._recv(left, what)
+            try:
+                msg = self._recv(left, what)
+            except TransportError as exc:
+                exc.mailbox = self  # type: ignore[attr-defined]  # which peer went silent
+                raise
+            if msg["type"] in self.interrupts:
+                raise Interrupt(msg, self.peer)
             if msg["type"] == "abort":
-                raise RemoteAbort(
+                abort = RemoteAbort(
                     f"{self.name} ended the job: {msg.get('reason', 'no reason given')}"
                 )
+                abort.mailbox = self  # type: ignore[attr-defined]
+                raise abort
             if matches(msg):
                 return msg
             msg_step = msg.get("step")

@@ -31,6 +31,11 @@ class Report:
     test_loss: float | None = None
     wall_s: float = 0.0
 
+    def rolled_back(self, step: int, reason: str) -> None:
+        """Steps from `step` on will run again: forget their records, note the event."""
+        self.iterations = [r for r in self.iterations if r.step < step]
+        self.events.append({"step": step, "event": "rollback", "reason": reason})
+
     @property
     def train_loss(self) -> float | None:
         tail = self.iterations[-TRAIN_LOSS_WINDOW_STEPS:]

@@ -231,6 +231,8 @@ MESSAGES: dict[str, dict[str, tuple[bool, Check]]] = {
         "n_train": (True, integer(0, MAX_DIM)),
         "sample_shape": (True, int_list(MAX_NDIM, 1, MAX_DIM)),
         "num_classes": (True, integer(1, MAX_DIM)),
+        "session": (False, text(MAX_ID_CHARS)),  # one board process's run
+        "attempt": (False, integer(0, MAX_STEP)),  # the join's number within that run
     },
     "job": {
         "job_id": (True, text(MAX_ID_CHARS)),
@@ -238,6 +240,9 @@ MESSAGES: dict[str, dict[str, tuple[bool, Check]]] = {
         "schedule": (True, plain()),
         "steps": (True, integer(1, MAX_STEP)),
         "units": (True, unit_tensors()),
+        "start_step": (False, STEP),
+        "opt": (False, unit_opt_state()),
+        "attempt": (False, integer(0, MAX_STEP)),
     },
     "setup": {
         "job_id": (True, text(MAX_ID_CHARS)),
@@ -259,6 +264,22 @@ MESSAGES: dict[str, dict[str, tuple[bool, Check]]] = {
         "opt": (True, unit_opt_state()),
     },
     "ready": {"step": (True, STEP)},
+    # Owners' units before a checkpoint step, to the edge; the edge's answer to a lost tier.
+    "snapshot": {
+        "step": (True, STEP),
+        "units": (True, unit_tensors()),
+        "opt": (True, unit_opt_state()),
+    },
+    "rollback": {
+        "step": (True, STEP),
+        "schedule": (True, plain()),
+        "units": (True, unit_tensors()),
+        "opt": (True, unit_opt_state()),
+        "cloud_ok": (True, plain()),
+    },
+    "tiers": {"step": (True, STEP), "cloud_ok": (True, plain())},
+    "ping": {"step": (False, STEP)},
+    "pong": {"step": (False, STEP)},
     "step": {
         "step": (True, STEP),
         "schedule": (False, plain()),  # present when the step starts a new schedule
@@ -441,6 +462,8 @@ class JobBounds:
                 "state",
                 "moving",
                 "units",
+                "snapshot",
+                "rollback",
             ):
                 self._check_units(msg[name], f"{kind}.{name}")
 
