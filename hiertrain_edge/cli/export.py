@@ -20,6 +20,10 @@ def _shape(dims: tuple[object, ...]) -> str:
     return "[batch, " + ", ".join(str(d) for d in dims) + "]"
 
 
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 1e6 else f"{n_bytes / 1e3:.1f} kB"
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from hiertrain_edge.export.onnx_export import export_checkpoint
 
@@ -31,7 +35,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(
         f"exported {result.model} units {start}:{stop} of {result.num_units} ({job}{steps}) "
         f"to {result.path}: opset {result.opset}, input {_shape(result.input_shape)} float32, "
-        f"output {_shape(result.output_shape)}, {result.size_bytes / 1e6:.1f} MB"
+        f"output {_shape(result.output_shape)}, {_size(result.size_bytes)}"
     )
     return 0
 

@@ -35,10 +35,10 @@ def test_export_then_infer_on_the_held_out_split(board, capsys):
     model, d = board
     onnx_path = d / "model.onnx"
     assert main(["export", "--checkpoint", str(d / "model.pt"), "--out", str(onnx_path)]) == 0
-    size_mb = onnx_path.stat().st_size / 1e6
+    size_kb = onnx_path.stat().st_size / 1e3
     assert capsys.readouterr().out == (
         f"exported small_cnn units 0:6 of 6 (job a1b2c3d4, 40 steps) to {onnx_path}: opset 17, "
-        f"input [batch, 1, 28, 28] float32, output [batch, 10], {size_mb:.1f} MB\n"
+        f"input [batch, 1, 28, 28] float32, output [batch, 10], {size_kb:.1f} kB\n"
     )
 
     report_path = d / "infer.json"
