@@ -282,11 +282,6 @@ class Security:
             insecure=insecure,
         )
 
-    def describe(self) -> str:
-        if self.secret_key is None:
-            return "plaintext" + (" (--insecure)" if self.insecure else "")
-        return f"CurveZMQ, public key {self.public_key.decode()}"  # type: ignore[union-attr]
-
 
 def is_loopback(address: str) -> bool:
     """Whether a ZeroMQ endpoint never leaves this machine (loopback, ipc, inproc)."""
