@@ -49,7 +49,7 @@ _ZAP_POLL_MS = 200
 REFUSAL_LOG_EVERY_S = 30.0  # one log line per refused key/cause per this many seconds
 # A client gives up after this many failed handshakes without detail (the server just
 # hangs up, which is what a wrong server key looks like from the client's side).
-NO_DETAIL_FAILURES = 2
+NO_DETAIL_FAILURES = 4  # consecutive: a tier dying mid-handshake causes one, not four
 
 _MONITOR_EVENTS = (
     zmq.EVENT_HANDSHAKE_SUCCEEDED
