@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from hiertrain_edge.errors import ConfigError
 from hiertrain_edge.planning.schedule import TIERS, Schedule
@@ -44,8 +44,7 @@ BITS_PER_BYTE = 8
 MoveCost = Callable[[int, int, float, float], float]
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """The schedule to run for the next step, and why."""
 
     schedule_index: int  # -1: nothing can run (see reason)

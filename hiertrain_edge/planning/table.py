@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -65,6 +65,10 @@ MIN_POINTS_PER_DECADE = 8  # the issue's floor: neighbouring keys at most 1.34x 
 NO_SCHEDULE = -1
 SEED_STRIDE = 8  # the planner solves every 8th grid point per axis: once per decade
 MAX_REFINE_CALLS = 48  # planner calls on region boundaries after the seeds
+# A schedule is dropped when other stored schedules serve each of its slots within 1% of
+# its time: fewer near-identical schedules (often the same cuts, sizes a few samples
+# apart), a smaller file, and no switching between schedules that hardly differ.
+MERGE_TOLERANCE = 0.01
 LOOKUP_RULES = ("nearest", "floor")
 
 # A solver answers (bw_de_mbps, bw_ec_mbps) with schedules, best first; 0 Mbit/s means
@@ -92,6 +96,8 @@ class Grid:
                 f"grid needs >= 1 point per decade and >= 2 points, got "
                 f"{self.points_per_decade} per decade and {self.size} points"
             )
+        # Precomputed for `index`, which runs once per step on the board.
+        object.__setattr__(self, "_log_min", math.log10(self.min_mbps))
 
     @classmethod
     def spanning(
@@ -122,7 +128,7 @@ class Grid:
         """
         if not mbps > 0:  # also catches NaN
             return 0
-        pos = math.log10(mbps / self.min_mbps) * self.points_per_decade
+        pos = (math.log10(mbps) - self._log_min) * self.points_per_decade  # type: ignore[attr-defined]
         k = math.floor(pos + 0.5) if rule == "nearest" else math.floor(pos + 1e-9)
         return 0 if k < 0 else (self.size - 1 if k >= self.size else k)
 
@@ -161,8 +167,7 @@ class JobIdentity:
     profiles: Mapping[str, str] | None = None
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """A table lookup: the slot, its schedule index (-1: none fits) and predicted time."""
 
     slot: int
@@ -226,12 +231,14 @@ class ScheduleTable:
         rule: str = "nearest",
     ) -> int:
         """The slot for measured bandwidths and reachability, in constant time."""
+        grid = self.grid
+        n = grid.size
         if not edge_ok:
-            return self.edge_down_slot
-        i = self.grid.index(bw_de_mbps, rule)
+            return n * n + n
+        i = grid.index(bw_de_mbps, rule)
         if not cloud_ok:
-            return self.grid.size * self.grid.size + i
-        return i * self.grid.size + self.grid.index(bw_ec_mbps, rule)
+            return n * n + i
+        return i * n + grid.index(bw_ec_mbps, rule)
 
     def lookup(
         self,
@@ -645,6 +652,7 @@ def build_table(
     grid: Grid = DEFAULT_GRID,
     seed_stride: int = SEED_STRIDE,
     max_refine_calls: int = MAX_REFINE_CALLS,
+    merge_tolerance: float = MERGE_TOLERANCE,
     solve: Solver | None = None,
     evaluate: Evaluator | None = None,
 ) -> ScheduleTable:
@@ -727,6 +735,23 @@ def build_table(
             solve_slot(slot)
             refined += 1
 
+    # 4. Merge near-duplicates, least used first, against the best time found (so the
+    # loss never accumulates beyond `merge_tolerance` in any slot).
+    if merge_tolerance > 0 and found:
+        all_t = np.array(times)
+        found_t = best_t.copy()
+        alive = sorted({int(k) for k in best_k if k >= 0})
+        for k in sorted(alive, key=lambda k: (int((best_k == k).sum()), k)):
+            mine = best_k == k
+            others = [m for m in alive if m != k]
+            if not others:
+                continue
+            alt = all_t[others][:, mine]
+            if np.all(alt.min(axis=0) <= found_t[mine] * (1 + merge_tolerance)):
+                alive.remove(k)
+                best_k[mine] = np.array(others)[alt.argmin(axis=0)]
+                best_t[mine] = alt.min(axis=0)
+
     # Keep only the schedules that win somewhere, renumbered in order of first use.
     used = sorted({int(k) for k in best_k if k >= 0})
     renumber = {k: r for r, k in enumerate(used)}
@@ -753,6 +778,7 @@ def build_table(
             "seed_calls": seed_calls,
             "refine_calls": refined,
             "candidates": len(found),
+            "merge_tolerance": merge_tolerance,
         },
     )
     # Round-trip through the file format so a built table equals a loaded one.

@@ -11,6 +11,7 @@ from table_fixtures import BATCH, CANDIDATES, LATENCY_S, SMALL_FACTS, profiles, 
 
 from hiertrain_edge.errors import ConfigError
 from hiertrain_edge.planning.cost import CostModel, Links
+from hiertrain_edge.planning.schedule import Schedule
 from hiertrain_edge.planning.table import DEFAULT_GRID, Grid, build_table, cost_evaluator
 
 
@@ -97,6 +98,7 @@ def test_build_calls_the_solver_at_seeds_then_on_boundaries():
     table = small_table(solve=candidate_solver(profiles(), calls), max_refine_calls=10)
     assert table.build == {
         "candidates": 4,
+        "merge_tolerance": 0.01,
         "planner_calls": 53,
         "refine_calls": 10,
         "seed_calls": 43,
@@ -123,3 +125,19 @@ def test_real_planner_on_a_small_grid_is_never_beaten_at_its_seeds():
 def test_too_coarse_a_grid_is_refused():
     with pytest.raises(ConfigError, match=r"^a table needs >= 8 grid points per decade, got 4$"):
         build_table(SMALL_FACTS, profiles(), BATCH, grid=Grid(0.1, 4, 21))
+
+
+def test_near_duplicate_schedules_are_merged_within_tolerance():
+    near = [Schedule.parse("32:0:6"), Schedule.parse("31:0:6,1:0:6"), Schedule.parse("32:6:6")]
+    profs = profiles()
+    evaluate = cost_evaluator(SMALL_FACTS, profs, LATENCY_S)
+
+    def solve(bw_de, bw_ec):
+        one = [float(evaluate(s, np.array([bw_de]), np.array([bw_ec]))[0]) for s in near]
+        return [near[int(np.argmin(one))]]
+
+    exact = small_table(solve=solve, merge_tolerance=0.0)
+    merged = small_table(solve=solve)
+    assert len(merged.schedules) < len(exact.schedules)
+    for slot in range(exact.num_slots):
+        assert merged.slot_time_s[slot] <= exact.slot_time_s[slot] * 1.01 + 1e-9
