@@ -74,7 +74,7 @@ def _count(size: int) -> int:
 # --- 1. throughput ---------------------------------------------------------------------------
 
 
-def _raw_trial(ctx: zmq.Context, port: int, size: int, n: int) -> float:
+def _raw_trial(ctx: zmq.Context, port: int, size: int, n: int) -> tuple[float, float]:
     router = ctx.socket(zmq.ROUTER)
     router.bind(f"tcp://127.0.0.1:{port}")
     dealer = ctx.socket(zmq.DEALER)
@@ -87,19 +87,20 @@ def _raw_trial(ctx: zmq.Context, port: int, size: int, n: int) -> float:
         for _ in range(n):
             dealer.send(payload, copy=False)
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     sender = threading.Thread(target=send)
     sender.start()
     for _ in range(n):
         router.recv_multipart(copy=False)
     elapsed = time.perf_counter() - started
     sender.join()
+    cpu = time.process_time() - cpu
     dealer.close(linger=0)
     router.close(linger=0)
-    return n * size / elapsed
+    return n * size / elapsed, cpu / n
 
 
-def _ours_trial(ctx: zmq.Context, port: int, size: int, n: int) -> float:
+def _ours_trial(ctx: zmq.Context, port: int, size: int, n: int) -> tuple[float, float]:
     listener = Listener(ctx, f"tcp://127.0.0.1:{port}", **_security(False))
     link = Link(ctx, f"tcp://127.0.0.1:{port}", **_security(False))
     t = _tensor(size)
@@ -110,20 +111,24 @@ def _ours_trial(ctx: zmq.Context, port: int, size: int, n: int) -> float:
         for i in range(n):
             link.send(_bwd(i, t))
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     sender = threading.Thread(target=send)
     sender.start()
     for _ in range(n):
         _, msg = listener.recv(RECV_TIMEOUT_S)
     elapsed = time.perf_counter() - started
     sender.join()
+    cpu = time.process_time() - cpu
     assert msg["grad"].numel() * 4 == size
     link.close()
     listener.close()
-    return n * size / elapsed
+    return n * size / elapsed, cpu / n
 
 
 def throughput(sizes: list[int], trials: int) -> list[dict[str, float]]:
+    """Best-of-trials throughput of both, the ratio of the bests, the median of the
+    pairwise ratios, and the process CPU time per message (both ends, ZeroMQ's I/O
+    thread included), which a busy machine disturbs less than wall time."""
     ctx = zmq.Context()
     port = 47900
     rows = []
@@ -135,7 +140,7 @@ def throughput(sizes: list[int], trials: int) -> list[dict[str, float]]:
             raw.append(_raw_trial(ctx, port, size, n))
             port += 1
             ours.append(_ours_trial(ctx, port, size, n))
-        r, o = max(raw), max(ours)
+        r, o = max(x[0] for x in raw), max(x[0] for x in ours)
         rows.append(
             {
                 "size_bytes": size,
@@ -143,6 +148,11 @@ def throughput(sizes: list[int], trials: int) -> list[dict[str, float]]:
                 "raw_MBps": r / 1e6,
                 "ours_MBps": o / 1e6,
                 "ratio": o / r,
+                "median_pair_ratio": statistics.median(
+                    b[0] / a[0] for a, b in zip(raw, ours, strict=True)
+                ),
+                "raw_cpu_us_per_msg": min(x[1] for x in raw) * 1e6,
+                "ours_cpu_us_per_msg": min(x[1] for x in ours) * 1e6,
             }
         )
     ctx.term()
@@ -152,7 +162,7 @@ def throughput(sizes: list[int], trials: int) -> list[dict[str, float]]:
 # --- 2. per-message overhead -----------------------------------------------------------------
 
 
-def _pingpong_raw(ctx: zmq.Context, port: int, n: int) -> float:
+def _pingpong_raw(ctx: zmq.Context, port: int, n: int) -> tuple[float, float]:
     router = ctx.socket(zmq.ROUTER)
     router.bind(f"tcp://127.0.0.1:{port}")
     dealer = ctx.socket(zmq.DEALER)
@@ -168,18 +178,18 @@ def _pingpong_raw(ctx: zmq.Context, port: int, n: int) -> float:
     server.start()
     dealer.send(payload)
     dealer.recv(copy=False)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for _ in range(n):
         dealer.send(payload, copy=False)
         dealer.recv(copy=False)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     server.join()
     dealer.close(linger=0)
     router.close(linger=0)
-    return elapsed / n
+    return elapsed / n, cpu / n
 
 
-def _pingpong_ours(ctx: zmq.Context, port: int, n: int) -> float:
+def _pingpong_ours(ctx: zmq.Context, port: int, n: int) -> tuple[float, float]:
     listener = Listener(ctx, f"tcp://127.0.0.1:{port}", **_security(False))
     link = Link(ctx, f"tcp://127.0.0.1:{port}", **_security(False))
     t = _tensor(PING_BYTES)
@@ -193,27 +203,32 @@ def _pingpong_ours(ctx: zmq.Context, port: int, n: int) -> float:
     server.start()
     link.send(_bwd(0, t))
     link.recv(RECV_TIMEOUT_S)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for i in range(n):
         link.send(_bwd(i, t))
         link.recv(RECV_TIMEOUT_S)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     server.join()
     link.close()
     listener.close()
-    return elapsed / n
+    return elapsed / n, cpu / n
 
 
 def overhead(pings: int, trials: int) -> dict[str, float]:
     ctx = zmq.Context()
-    raw = min(_pingpong_raw(ctx, 47950 + i, pings) for i in range(trials))
-    ours = min(_pingpong_ours(ctx, 47960 + i, pings) for i in range(trials))
+    raw = [_pingpong_raw(ctx, 47950 + i, pings) for i in range(trials)]
+    ours = [_pingpong_ours(ctx, 47960 + i, pings) for i in range(trials)]
     ctx.term()
+    raw_rtt, ours_rtt = min(x[0] for x in raw), min(x[0] for x in ours)
+    raw_cpu, ours_cpu = min(x[1] for x in raw), min(x[1] for x in ours)
     # A round trip is two messages, each encoded, sent, received and decoded once.
     return {
-        "raw_rtt_us": raw * 1e6,
-        "ours_rtt_us": ours * 1e6,
-        "overhead_per_message_us": (ours - raw) / 2 * 1e6,
+        "raw_rtt_us": raw_rtt * 1e6,
+        "ours_rtt_us": ours_rtt * 1e6,
+        "overhead_per_message_us": (ours_rtt - raw_rtt) / 2 * 1e6,
+        "raw_cpu_us_per_rtt": raw_cpu * 1e6,
+        "ours_cpu_us_per_rtt": ours_cpu * 1e6,
+        "cpu_overhead_per_message_us": (ours_cpu - raw_cpu) / 2 * 1e6,
     }
 
 
@@ -323,14 +338,18 @@ def markdown(results: dict[str, Any]) -> str:
         for r in results["throughput"]:
             lines.append(
                 f"| {_size(r['size_bytes'])} | {r['messages']} | {r['raw_MBps']:.0f} | "
-                f"{r['ours_MBps']:.0f} | {r['ratio']:.2f} |"
+                f"{r['ours_MBps']:.0f} | {r['ratio']:.2f} | {r['median_pair_ratio']:.2f} | "
+                f"{r['raw_cpu_us_per_msg']:.0f} | {r['ours_cpu_us_per_msg']:.0f} |"
             )
         o = results["overhead"]
         lines += [
             "",
             f"Per-message overhead ({_size(PING_BYTES)} ping-pong): raw round trip "
             f"{o['raw_rtt_us']:.0f} us, ours {o['ours_rtt_us']:.0f} us, "
-            f"overhead {o['overhead_per_message_us']:.1f} us per message above raw.",
+            f"overhead {o['overhead_per_message_us']:.1f} us per message above raw "
+            f"(wall time); CPU time {o['raw_cpu_us_per_rtt']:.0f} us vs "
+            f"{o['ours_cpu_us_per_rtt']:.0f} us per round trip, "
+            f"{o['cpu_overhead_per_message_us']:.1f} us per message above raw.",
         ]
     if results.get("goodput"):
         lines += [

@@ -7,6 +7,9 @@ import time
 import pytest
 from tierprocs import free_port, stop, tier_process
 
+# The emulated board-edge-cloud testbed (network namespaces, tc-shaped links); needs root.
+from hiertrain_edge.emulate.testing import netns_testbed  # noqa: F401
+
 
 @pytest.fixture(scope="session")
 def cloud_endpoint(tmp_path_factory):
