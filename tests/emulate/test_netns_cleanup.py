@@ -57,10 +57,14 @@ def test_netns_cleanup_on_exit_and_exception():
     tb.close()  # a second close is harmless
 
 
-def test_netns_cleanup_on_sigterm():
+@pytest.mark.parametrize(
+    ("signum", "exit_code"),
+    [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, -signal.SIGINT)],
+)
+def test_netns_cleanup_on_signal(signum, exit_code):
     child, prefix = _start_child()
-    child.send_signal(signal.SIGTERM)
-    assert child.wait(timeout=20) == 128 + signal.SIGTERM
+    child.send_signal(signum)  # SIGINT is Ctrl-C: KeyboardInterrupt unwinds the with-block
+    assert child.wait(timeout=20) == exit_code
     assert _traces(prefix) == []
 
 
