@@ -254,6 +254,9 @@ class Selector:
             f"{table.slot_name(slot)}: {gain:.4g} s per step faster, moving units {move_s:.4g} s",
         )
 
+    def _describe(self, k: int) -> str:
+        return self.table.schedules[k].describe() if k >= 0 else "(none fits)"
+
     def _hold(self, slot: int, reason: str, gain: float = 0.0) -> Decision:
         k = self.current
         t = self.table.times_s[k][slot] if k >= 0 else math.inf
@@ -267,6 +270,16 @@ class Selector:
         self._candidate, self._count = NO_SCHEDULE, 0
         self._last_switch_step = step
         if switched:
-            log.debug("switch at step %d: schedule %d -> %d (%s)", step, old, target, reason)
+            # The operator's record of every switch (the issue asks for WARNING): old and
+            # new schedule, the observed slot (its bandwidths) and the predicted gain.
+            log.warning(
+                "schedule switch before step %d: [%d] %s -> [%d] %s; %s",
+                step,
+                old,
+                self._describe(old),
+                target,
+                self._describe(target),
+                reason,
+            )
         t = self.table.times_s[target][slot] if target >= 0 else math.inf
         return Decision(target, switched, gain, reason, t, old, slot)

@@ -48,7 +48,7 @@ def test_noise_around_a_region_boundary_switches_at_most_once(table):
     ("before", "after", "old", "new"),
     [(100.0, 10.0, EDGE, DEVICE_ONLY), (10.0, 100.0, DEVICE_ONLY, EDGE)],
 )
-def test_tenfold_change_switches_within_three_observations(table, before, after, old, new):
+def test_tenfold_change_switches_within_three_observations(table, before, after, old, new, caplog):
     rng = random.Random(3)
     selector = Selector(table)
     for s in range(50):
@@ -61,6 +61,16 @@ def test_tenfold_change_switches_within_three_observations(table, before, after,
     assert changes[-1].schedule_index == new and changes[-1].from_index == old
     assert changes[-1].predicted_gain_s > 0.1 * table.time_of(old, changes[-1].slot)
     assert changes[0].reason == "hold: new choice seen 1 of 3 observations"
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert (
+        warnings[0]
+        .getMessage()
+        .startswith(
+            f"schedule switch before step 52: [{old}] {table.schedules[old].describe()} -> "
+            f"[{new}] {table.schedules[new].describe()}; "
+        )
+    )
 
 
 def test_unreachable_tiers_force_the_unreachable_entries_at_once(table):
