@@ -66,6 +66,7 @@ class _Socket:
         self.last_rejection: str | None = None
         self._reject_window = (-REJECT_WINDOW_S, 0)  # (start, messages logged in it)
         self.watch: HandshakeWatch | None = None
+        self._poller: zmq.Poller | None = None
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
         sock.setsockopt(zmq.RCVHWM, RCVHWM_MESSAGES)
@@ -79,13 +80,16 @@ class _Socket:
         while True:
             if self.watch is not None:
                 self.watch.check()  # a refused handshake raises PeerRefusedError here
+            if self.sock.poll(0, zmq.POLLIN):  # the common case: a message is waiting
+                break
             if self.watch is None:
                 ready = self.sock.poll(int(deadline.left() * 1000), zmq.POLLIN)
             else:
-                poller = zmq.Poller()
-                poller.register(self.sock, zmq.POLLIN)
-                poller.register(self.watch.monitor, zmq.POLLIN)
-                ready = self.sock in dict(poller.poll(int(deadline.left() * 1000)))
+                if self._poller is None:
+                    self._poller = zmq.Poller()
+                    self._poller.register(self.sock, zmq.POLLIN)
+                    self._poller.register(self.watch.monitor, zmq.POLLIN)
+                ready = self.sock in dict(self._poller.poll(int(deadline.left() * 1000)))
             if ready:
                 break
             if deadline.left() <= 0:
