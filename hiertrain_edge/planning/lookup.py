@@ -16,8 +16,9 @@ Rules of `Selector.observe`, in order:
 4. *Dwell*: at least `min_dwell_steps` steps since the last switch.
 5. *Margin*: the new schedule's predicted time in the observed slot must be at least
    `margin` (a fraction) below the current schedule's time there.
-6. *Pay-off*: the gain per step times `horizon_steps` (the steps the new schedule is
-   expected to run) must exceed the one-off cost of moving units between tiers.
+6. *Pay-off*: the gain per step times the expected dwell (`horizon_steps`, or the steps
+   left when `total_steps` is given and fewer remain) must exceed the one-off cost of
+   moving units between tiers.
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ class Selector:
         persist: int = PERSIST_OBSERVATIONS,
         min_dwell_steps: int = MIN_DWELL_STEPS,
         horizon_steps: int = HORIZON_STEPS,
+        total_steps: int | None = None,
         move_cost: MoveCost | None = None,
         rule: str = "nearest",
         initial: int | None = None,
@@ -158,6 +160,7 @@ class Selector:
         self.persist = persist
         self.min_dwell_steps = min_dwell_steps
         self.horizon_steps = horizon_steps
+        self.total_steps = total_steps
         self.move_cost = move_cost if move_cost is not None else unit_move_cost(table)
         self.rule = rule
         self.current = NO_SCHEDULE if initial is None else initial
@@ -239,10 +242,13 @@ class Selector:
 
         # 6. Pay-off over the expected dwell against the cost of moving units.
         move_s = self.move_cost(old, target, bw_de_mbps, bw_ec_mbps)
-        if gain * self.horizon_steps <= move_s:
+        horizon = self.horizon_steps
+        if self.total_steps is not None:
+            horizon = max(0, min(horizon, self.total_steps - step))
+        if gain * horizon <= move_s:
             return self._hold(
                 slot,
-                f"gain {gain:.4g} s x {self.horizon_steps} steps does not pay for moving "
+                f"gain {gain:.4g} s x {horizon} steps does not pay for moving "
                 f"units ({move_s:.4g} s)",
                 gain,
             )

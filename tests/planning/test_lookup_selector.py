@@ -93,6 +93,9 @@ def test_dwell_margin_and_payoff_hold_a_switch_back(table):
     expensive = Selector(table, initial=EDGE, persist=1, move_cost=lambda a, b, de, ec: 1e9)
     d = expensive.observe(10.0, EC_MBPS, step=0)
     assert not d.switched and "does not pay for moving units (1e+09 s)" in d.reason
+    ending = Selector(table, initial=EDGE, persist=1, total_steps=100)
+    d = ending.observe(10.0, EC_MBPS, step=100)  # no steps left to win the cost back
+    assert not d.switched and " x 0 steps does not pay for moving units" in d.reason
     picky = Selector(table, initial=EDGE, persist=1, margin=0.99)
     d = picky.observe(10.0, EC_MBPS, step=0)
     assert not d.switched and d.reason.endswith("below the 99% margin")
