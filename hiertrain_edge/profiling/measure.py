@@ -7,7 +7,6 @@ import logging
 import os
 import platform
 import socket
-import statistics
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,8 +28,10 @@ from hiertrain_edge.profiling.profile import (
 
 log = logging.getLogger(__name__)
 
-QUICK_REPEATS = 3  # timed runs per (unit, n); the median is kept
+QUICK_REPEATS = 3  # timed runs per (unit, n), at least; their mean is kept
 FULL_REPEATS = 7
+FULL_BLOCK_S = 0.2  # seconds of timed runs per (unit, n), at least: many cfs periods
+QUICK_BLOCK_S = 0.03
 BYTES_PROBE = 4 << 20  # 4 MiB tensors for the per-byte costs
 MESSAGE_PINGS = 200
 HEADER_BYTES = 160  # msgpack header of a typical runtime message, measured on codec.encode
@@ -118,21 +119,30 @@ def fit_line(ns: list[int], times: list[float]) -> LinearFit:
     return LinearFit(a_s=a, b_s=b, rel_err=round(err, 4))
 
 
-def _median_time(fn, repeats: int) -> float:
+def _mean_time(fn, repeats: int, min_block_s: float = 0.05) -> float:
+    """Mean seconds of fn() over at least `repeats` calls and `min_block_s` seconds."""
     fn()  # warm-up: allocator, kernel selection
-    samples = []
-    for _ in range(repeats):
+    total, runs = 0.0, 0
+    while runs < repeats or total < min_block_s:
         t0 = time.perf_counter()
         fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+        total += time.perf_counter() - t0
+        runs += 1
+    return total / runs
 
 
-def _time_unit(unit: torch.nn.Module, x: torch.Tensor, input_grad: bool, repeats: int):
-    """Median forward and backward seconds of `unit` on the batch `x`, as the runtime runs
-    them: autograd on, the input requiring grad unless this is unit 0."""
-    fwd_t, bwd_t = [], []
-    for r in range(repeats + 1):
+def _time_unit(
+    unit: torch.nn.Module, x: torch.Tensor, input_grad: bool, repeats: int, min_block_s: float
+):
+    """Mean forward and backward seconds of `unit` on the batch `x`, as the runtime runs
+    them: autograd on, the input requiring grad unless this is unit 0.
+
+    A mean over at least `repeats` runs and `min_block_s` seconds, not a median of single
+    runs: under a CPU quota (cgroup cfs) short runs often fit inside one unthrottled slice,
+    so a median would report the host's speed rather than the tier's share of it.
+    """
+
+    def once() -> tuple[float, float]:
         for p in unit.parameters():
             p.grad = None
         x_in = x.detach().requires_grad_(input_grad)
@@ -140,11 +150,15 @@ def _time_unit(unit: torch.nn.Module, x: torch.Tensor, input_grad: bool, repeats
         h = unit(x_in)
         t1 = time.perf_counter()
         h.backward(torch.ones_like(h))
-        t2 = time.perf_counter()
-        if r:  # the first run is a warm-up
-            fwd_t.append(t1 - t0)
-            bwd_t.append(t2 - t1)
-    return statistics.median(fwd_t), statistics.median(bwd_t)
+        return t1 - t0, time.perf_counter() - t1
+
+    once()  # warm-up: allocator, kernel selection
+    fwd = bwd = 0.0
+    runs = 0
+    while runs < repeats or fwd + bwd < min_block_s:
+        f, b = once()
+        fwd, bwd, runs = fwd + f, bwd + b, runs + 1
+    return fwd / runs, bwd / runs
 
 
 def sample_sizes(batch_size: int) -> list[int]:
@@ -153,7 +167,9 @@ def sample_sizes(batch_size: int) -> list[int]:
     return sorted(ns)
 
 
-def measure_units(spec: ModelSpec, batch_size: int, repeats: int) -> list[UnitProfile]:
+def measure_units(
+    spec: ModelSpec, batch_size: int, repeats: int, min_block_s: float = 0.0
+) -> list[UnitProfile]:
     facts = model_facts(spec)
     units = build_units(spec, range(spec.num_units), seed=0)
     ns = sample_sizes(batch_size)
@@ -164,7 +180,7 @@ def measure_units(spec: ModelSpec, batch_size: int, repeats: int) -> list[UnitPr
         unit = units[i].train()
         fwd, bwd = [], []
         for n in ns:
-            f, b = _time_unit(unit, xs[n], i > 0, repeats)
+            f, b = _time_unit(unit, xs[n], i > 0, repeats, min_block_s)
             fwd.append(f)
             bwd.append(b)
         with torch.no_grad():
@@ -188,13 +204,13 @@ def optimizer_s_per_byte(repeats: int) -> float:
     p = torch.nn.Parameter(torch.zeros(BYTES_PROBE // 4))
     p.grad = torch.ones_like(p)
     opt = torch.optim.SGD([p], lr=0.01, momentum=0.9)
-    return _median_time(opt.step, repeats) / BYTES_PROBE
+    return _mean_time(opt.step, repeats) / BYTES_PROBE
 
 
 def copy_s_per_byte(repeats: int) -> float:
     """An in-place add of a 4 MiB tensor (summing replicas, loading weights), per byte."""
     a, b = torch.zeros(BYTES_PROBE // 4), torch.ones(BYTES_PROBE // 4)
-    return _median_time(lambda: a.add_(b), repeats) / BYTES_PROBE
+    return _mean_time(lambda: a.add_(b), repeats) / BYTES_PROBE
 
 
 def message_overhead_s(pings: int = MESSAGE_PINGS) -> float:
@@ -275,6 +291,7 @@ def measure_profile(
     name: str | None = None,
     memory_budget: int | None = None,
     message_s: float | None = None,
+    min_block_s: float = FULL_BLOCK_S,
 ) -> TierProfile:
     """Profile this host for `spec`: every unit at several n, plus the fixed costs."""
     if batch_size < 1:
@@ -282,7 +299,7 @@ def measure_profile(
     if threads:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    units = measure_units(spec, batch_size, repeats)
+    units = measure_units(spec, batch_size, repeats, min_block_s)
     msg_s = message_overhead_s() if message_s is None else message_s
     host = socket.gethostname()
     profile = TierProfile(
@@ -291,7 +308,8 @@ def measure_profile(
         provenance=Provenance(
             kind="measured",
             method=(
-                f"hiertrain-edge profile: median of {repeats} timed runs per unit and n in "
+                f"hiertrain-edge profile: mean of >= {repeats} runs and >= {min_block_s} s per "
+                f"unit and n in "
                 f"{sample_sizes(batch_size)}, autograd on, least-squares a + b*n; "
                 f"torch {torch.__version__}, pid {os.getpid()}"
             ),
@@ -322,4 +340,6 @@ def quick_profile(
     spec: ModelSpec, batch_size: int, threads: int | None = None, name: str | None = None
 ) -> TierProfile:
     """A profile in seconds, for a tier that joins a job: fewer repeats, same fits."""
-    return measure_profile(spec, batch_size, threads, repeats=QUICK_REPEATS, name=name)
+    return measure_profile(
+        spec, batch_size, threads, repeats=QUICK_REPEATS, name=name, min_block_s=QUICK_BLOCK_S
+    )
