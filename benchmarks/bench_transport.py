@@ -23,6 +23,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -57,6 +58,25 @@ def _security(insecure: bool) -> dict[str, Any]:
     except ImportError:
         return {}
     return {"security": Security.from_files(insecure=insecure)}
+
+
+def _curve(keys: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(listener, link) keyword arguments: CurveZMQ with a key pair each in `keys`,
+    made on first use; plaintext when `keys` is None."""
+    if keys is None:
+        return _security(True), _security(True)
+    from hiertrain_edge.wire.security import Security, generate_keypair
+
+    if not (keys / "server.key_secret").exists():
+        generate_keypair(keys, "server")
+        generate_keypair(keys, "client")
+    server = Security.from_files(
+        secret_key=keys / "server.key_secret", allow=[keys / "client.key"]
+    )
+    client = Security.from_files(
+        secret_key=keys / "client.key_secret", server_key=keys / "server.key"
+    )
+    return {"security": server}, {"security": client}
 
 
 def _bwd(step: int, t: torch.Tensor) -> dict[str, Any]:
@@ -100,9 +120,12 @@ def _raw_trial(ctx: zmq.Context, port: int, size: int, n: int) -> tuple[float, f
     return n * size / elapsed, cpu / n
 
 
-def _ours_trial(ctx: zmq.Context, port: int, size: int, n: int) -> tuple[float, float]:
-    listener = Listener(ctx, f"tcp://127.0.0.1:{port}", **_security(False))
-    link = Link(ctx, f"tcp://127.0.0.1:{port}", **_security(False))
+def _ours_trial(
+    ctx: zmq.Context, port: int, size: int, n: int, keys: Path | None = None
+) -> tuple[float, float]:
+    server, client = _curve(keys) if keys else (_security(False), _security(False))
+    listener = Listener(ctx, f"tcp://127.0.0.1:{port}", **server)
+    link = Link(ctx, f"tcp://127.0.0.1:{port}", **client)
     t = _tensor(size)
     link.send({"type": "ready", "step": 0})
     listener.recv(RECV_TIMEOUT_S)
@@ -125,7 +148,7 @@ def _ours_trial(ctx: zmq.Context, port: int, size: int, n: int) -> tuple[float, 
     return n * size / elapsed, cpu / n
 
 
-def throughput(sizes: list[int], trials: int) -> list[dict[str, float]]:
+def throughput(sizes: list[int], trials: int, keys: Path | None) -> list[dict[str, float]]:
     """Best-of-trials throughput of both, the ratio of the bests, the median of the
     pairwise ratios, and the process CPU time per message (both ends, ZeroMQ's I/O
     thread included), which a busy machine disturbs less than wall time."""
@@ -141,6 +164,10 @@ def throughput(sizes: list[int], trials: int) -> list[dict[str, float]]:
             port += 1
             ours.append(_ours_trial(ctx, port, size, n))
         r, o = max(x[0] for x in raw), max(x[0] for x in ours)
+        curve = None
+        if keys is not None:  # one trial: encryption dominates, noise matters less
+            port += 1
+            curve = _ours_trial(ctx, port, size, n, keys)[0] / 1e6
         rows.append(
             {
                 "size_bytes": size,
@@ -153,6 +180,7 @@ def throughput(sizes: list[int], trials: int) -> list[dict[str, float]]:
                 ),
                 "raw_cpu_us_per_msg": min(x[1] for x in raw) * 1e6,
                 "ours_cpu_us_per_msg": min(x[1] for x in ours) * 1e6,
+                "curve_MBps": curve,
             }
         )
     ctx.term()
@@ -235,10 +263,10 @@ def overhead(pings: int, trials: int) -> dict[str, float]:
 # --- 3. goodput on a shaped link -------------------------------------------------------------
 
 
-def _sink(addr: str, count: int) -> None:
+def _sink(addr: str, count: int, keys: Path | None) -> None:
     """Edge side: answer every message with a `ready` carrying its step."""
     ctx = zmq.Context()
-    listener = Listener(ctx, f"tcp://{addr}:{SHAPED_PORT}", **_security(True))
+    listener = Listener(ctx, f"tcp://{addr}:{SHAPED_PORT}", **_curve(keys)[0])
     print("ready", flush=True)
     for _ in range(count):
         peer, msg = listener.recv(RECV_TIMEOUT_S)
@@ -247,10 +275,10 @@ def _sink(addr: str, count: int) -> None:
     ctx.term()
 
 
-def _source(addr: str, sizes: list[int], repeats: int) -> None:
+def _source(addr: str, sizes: list[int], repeats: int, keys: Path | None) -> None:
     """Device side: time each transfer to the edge's answer; print JSON seconds."""
     ctx = zmq.Context()
-    link = Link(ctx, f"tcp://{addr}:{SHAPED_PORT}", **_security(True))
+    link = Link(ctx, f"tcp://{addr}:{SHAPED_PORT}", **_curve(keys)[1])
     step = 0
     out: dict[str, list[float]] = {}
     for size in [sizes[0], *sizes]:  # the first is a warm-up (connection, slow start)
@@ -268,7 +296,11 @@ def _source(addr: str, sizes: list[int], repeats: int) -> None:
     ctx.term()
 
 
-def goodput(rates: list[float], sizes: list[int], repeats: int) -> list[dict[str, float]]:
+def goodput(
+    rates: list[float], sizes: list[int], repeats: int, keys: Path | None
+) -> list[dict[str, Any]]:
+    """Median seconds per transfer to the edge's answer, plaintext and (with `keys`)
+    CurveZMQ, at every shaped rate."""
     from hiertrain_edge.emulate.netns import LinkShape, Testbed
 
     me = [sys.executable, str(Path(__file__).resolve())]
@@ -278,43 +310,38 @@ def goodput(rates: list[float], sizes: list[int], repeats: int) -> list[dict[str
         for rate in rates:
             tb.set_rate("de", "up", rate)
             tb.set_rate("de", "down", rate)
-            count = (len(sizes) + 1) * repeats
-            sink = tb.popen(
-                "edge",
-                [*me, "--role", "sink", "--addr", addr, "--count", str(count)],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            assert sink.stdout.readline().strip() == "ready"
-            src = tb.run(
-                "device",
-                [
-                    *me,
-                    "--role",
-                    "source",
-                    "--addr",
-                    addr,
-                    "--sizes",
-                    ",".join(map(str, sizes)),
-                    "--repeats",
-                    str(repeats),
-                ],
-                timeout_s=600,
-            )
-            sink.wait(timeout=30)
-            times = json.loads(src.strip().splitlines()[-1])
-            for size in sizes:
-                secs = statistics.median(times[str(size)])
-                mbps = size * 8 / secs / 1e6
-                rows.append(
-                    {
-                        "rate_mbps": rate,
-                        "size_bytes": size,
-                        "seconds": secs,
-                        "goodput_mbps": mbps,
-                        "fraction": mbps / rate,
-                    }
+            for mode in ["plaintext", "curve"] if keys else ["plaintext"]:
+                key_args = ["--keys", str(keys)] if mode == "curve" else []
+                count = str((len(sizes) + 1) * repeats)
+                sink = tb.popen(
+                    "edge",
+                    [*me, "--role", "sink", "--addr", addr, "--count", count, *key_args],
+                    stdout=subprocess.PIPE,
+                    text=True,
                 )
+                assert sink.stdout.readline().strip() == "ready"
+                sizes_arg = ",".join(map(str, sizes))
+                src = tb.run(
+                    "device",
+                    [*me, "--role", "source", "--addr", addr, "--sizes", sizes_arg]
+                    + ["--repeats", str(repeats), *key_args],
+                    timeout_s=600,
+                )
+                sink.wait(timeout=30)
+                times = json.loads(src.strip().splitlines()[-1])
+                for size in sizes:
+                    secs = statistics.median(times[str(size)])
+                    mbps = size * 8 / secs / 1e6
+                    rows.append(
+                        {
+                            "rate_mbps": rate,
+                            "mode": mode,
+                            "size_bytes": size,
+                            "seconds": secs,
+                            "goodput_mbps": mbps,
+                            "fraction": mbps / rate,
+                        }
+                    )
     return rows
 
 
@@ -332,14 +359,16 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             "### Codec + ZeroMQ transport vs raw pyzmq (loopback TCP)",
             "",
-            "| size | messages | raw pyzmq MB/s | Link/Listener MB/s | ratio |",
-            "|---:|---:|---:|---:|---:|",
+            "| size | messages | raw pyzmq MB/s | Link/Listener MB/s | ratio | "
+            "median pair ratio | CPU us/msg raw | CPU us/msg ours | with CurveZMQ MB/s |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in results["throughput"]:
             lines.append(
                 f"| {_size(r['size_bytes'])} | {r['messages']} | {r['raw_MBps']:.0f} | "
                 f"{r['ours_MBps']:.0f} | {r['ratio']:.2f} | {r['median_pair_ratio']:.2f} | "
-                f"{r['raw_cpu_us_per_msg']:.0f} | {r['ours_cpu_us_per_msg']:.0f} |"
+                f"{r['raw_cpu_us_per_msg']:.0f} | {r['ours_cpu_us_per_msg']:.0f} | "
+                + ("n/a |" if r["curve_MBps"] is None else f"{r['curve_MBps']:.0f} |")
             )
         o = results["overhead"]
         lines += [
@@ -356,12 +385,13 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             "### Goodput on a tbf-shaped veth (device -> edge namespaces)",
             "",
-            "| shaped rate | size | seconds | goodput Mbit/s | fraction |",
-            "|---:|---:|---:|---:|---:|",
+            "| shaped rate | link | size | seconds | goodput Mbit/s | fraction |",
+            "|---:|---|---:|---:|---:|---:|",
         ]
         for r in results["goodput"]:
             lines.append(
-                f"| {r['rate_mbps']:g} Mbit/s | {_size(r['size_bytes'])} | {r['seconds']:.3f} | "
+                f"| {r['rate_mbps']:g} Mbit/s | {r['mode']} | {_size(r['size_bytes'])} | "
+                f"{r['seconds']:.3f} | "
                 f"{r['goodput_mbps']:.1f} | {r['fraction']:.2f} |"
             )
     elif results.get("goodput_skipped"):
@@ -380,23 +410,28 @@ def main() -> int:
     ap.add_argument("--count", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--sizes", help=argparse.SUPPRESS)
     ap.add_argument("--repeats", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--keys", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.role == "sink":
-        _sink(args.addr, args.count)
+        _sink(args.addr, args.count, Path(args.keys) if args.keys else None)
         return 0
     if args.role == "source":
-        _source(args.addr, [int(s) for s in args.sizes.split(",")], args.repeats)
+        sizes = [int(s) for s in args.sizes.split(",")]
+        _source(args.addr, sizes, args.repeats, Path(args.keys) if args.keys else None)
         return 0
 
     trials = 1 if args.quick else TRIALS
+    keys = None
+    if _security(True):  # the transport has CurveZMQ: measure it too, with throwaway keys
+        keys = Path(tempfile.mkdtemp(prefix="bench-transport-keys-"))
     results: dict[str, Any] = {
         "machine": f"{os.uname().machine}, {os.cpu_count()} CPUs, kernel {os.uname().release}",
         "load_average": os.getloadavg(),
     }
     if not args.only_shaped:
         sizes = QUICK_SIZES_BYTES if args.quick else SIZES_BYTES
-        results["throughput"] = throughput(sizes, trials)
+        results["throughput"] = throughput(sizes, trials, keys)
         results["overhead"] = overhead(PINGS // (4 if args.quick else 1), trials)
     if args.no_shaped:
         results["goodput_skipped"] = "--no-shaped"
@@ -404,7 +439,8 @@ def main() -> int:
         results["goodput_skipped"] = "needs root for network namespaces"
     else:
         sizes = SHAPED_SIZES_BYTES[:2] if args.quick else SHAPED_SIZES_BYTES
-        results["goodput"] = goodput(SHAPED_RATES_MBPS, sizes, 1 if args.quick else SHAPED_REPEATS)
+        repeats = 1 if args.quick else SHAPED_REPEATS
+        results["goodput"] = goodput(SHAPED_RATES_MBPS, sizes, repeats, keys)
     print(markdown(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
