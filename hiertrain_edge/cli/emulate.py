@@ -16,13 +16,16 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         for name, path in shipped_scenarios().items():
             print(f"{name:22s} {load_scenario(path).description}")
         return 0
+    if args.cleanup:
+        require_root()
+        removed = cleanup_leftovers()
+        print(f"removed {len(removed)} leftovers" + (f": {', '.join(removed)}" if removed else ""))
+        if not args.scenario:
+            return 0
     if not args.scenario:
         raise ConfigError("give --scenario FILE.toml or a shipped name (see --list)")
     scenario = load_scenario(args.scenario)
     require_root()
-    if args.cleanup:
-        removed = cleanup_leftovers()
-        print(f"removed {len(removed)} leftovers" + (f": {', '.join(removed)}" if removed else ""))
     out = args.out or tempfile.mkdtemp(prefix=f"hiertrain-emulate-{scenario.name}-")
     with signals_raise():
         result = run_scenario(scenario, out, args.schedule, log_level=args.log_level)
@@ -54,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cleanup",
         action="store_true",
-        help="also report leftovers of killed runs (always removed before a run)",
+        help="remove (and list) what killed runs left behind, then run the scenario if given "
+        "(a run always sweeps leftovers first)",
     )
     p.set_defaults(func=cmd_emulate, tier="emulate")
