@@ -136,15 +136,20 @@ def run_model(model: str, batch_size: int, steps: int, schedule: str | None, wor
     job.write_text(f'model = "{model}"\nbatch_size = {batch_size}\nsteps = {steps}\nlr = 0.01\n')
     cport, eport = free_port(), free_port()
     report = work / f"{model}-report.json"
+    logs = {t: open(work / f"{model}-{t}.log", "w") for t in ("cloud", "edge")}  # noqa: SIM115
     procs = [
-        subprocess.Popen(in_cgroup(cgs["cloud"], cli(
+        subprocess.Popen(stdout=logs["cloud"], stderr=subprocess.STDOUT, args=in_cgroup(
+            cgs["cloud"], cli(
             "cloud", "--listen", f"tcp://127.0.0.1:{cport}", "--once", "--threads", "1"))),
-        subprocess.Popen(in_cgroup(cgs["edge"], cli(
+        subprocess.Popen(stdout=logs["edge"], stderr=subprocess.STDOUT, args=in_cgroup(
+            cgs["edge"], cli(
             "serve", "--job", str(job), "--listen", f"tcp://127.0.0.1:{eport}",
             "--cloud", f"127.0.0.1:{cport}", "--once", "--threads", "1",
             "--status-listen", "none", "--schedule",
             ",".join(f"{g.n}:{g.c1}:{g.c2}" for g in sched.groups)))),
     ]  # fmt: skip
+    for f in logs.values():
+        f.close()
     time.sleep(2.0)
     try:
         subprocess.run(
