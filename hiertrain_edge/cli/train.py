@@ -61,7 +61,9 @@ def cmd_join(args: argparse.Namespace) -> int:
     data = load_dataset(args.data)
     train, test = split(data, args.test_fraction)
     security = security_from_args(args)
-    report = Board(endpoint(args.edge, EDGE_PORT), train, test, args.out, security=security).run()
+    report = Board(
+        endpoint(args.edge, EDGE_PORT), train, test, args.out, args.board_id, security=security
+    ).run()
     if args.report:
         report.write(args.report)
     acc = "n/a" if report.test_accuracy is None else f"{report.test_accuracy:.4f}"
@@ -149,6 +151,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--report", help="write a JSON run report here")
     p.add_argument("--out", help="folder for the trained model (model.pt)")
+    p.add_argument(
+        "--board-id",
+        help="this board's name at the edge (default: the host name); a restarted board "
+        "with the same name resumes its job",
+    )
     add_security_flags(p, admits=None, connects="edge")
     add_threads(p)
     p.set_defaults(func=cmd_join, tier="device")

@@ -62,6 +62,14 @@ def number() -> Check:
     return check
 
 
+def flag() -> Check:
+    def check(v: Any, where: str) -> None:
+        if not isinstance(v, bool):
+            _fail(where, "true or false", v)
+
+    return check
+
+
 def text(max_chars: int) -> Check:
     def check(v: Any, where: str) -> None:
         if not isinstance(v, str) or len(v) > max_chars:
@@ -275,9 +283,9 @@ MESSAGES: dict[str, dict[str, tuple[bool, Check]]] = {
         "schedule": (True, plain()),
         "units": (True, unit_tensors()),
         "opt": (True, unit_opt_state()),
-        "cloud_ok": (True, plain()),
+        "cloud_ok": (True, flag()),
     },
-    "tiers": {"step": (True, STEP), "cloud_ok": (True, plain())},
+    "tiers": {"step": (True, STEP), "cloud_ok": (True, flag())},
     "ping": {"step": (False, STEP)},
     "pong": {"step": (False, STEP)},
     "step": {

@@ -1,0 +1,136 @@
+"""Tiers killed with SIGKILL at random moments come back and training ends exactly as an
+uninterrupted run would."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from hiertrain_edge.runtime.checkpoint import load_model_file
+from hiertrain_edge.runtime.demo import write_job_file
+from hiertrain_edge.runtime.job import job_from_dict
+from hiertrain_edge.runtime.reference import train_reference
+from tierprocs import free_port, stop, tier_process
+
+KILLS = 20
+STEPS = 60
+REL_TOL = 1e-5
+
+
+def test_chaos_kill_every_tier_and_resume(tmp_path, mnist):
+    rng = random.Random(11)
+    train = mnist.subset(0, 96)
+    data = tmp_path / "train.npz"
+    # float32 x as the board would load it; test_fraction 0 keeps all 96 for training
+    np.savez(data, x=train.x.numpy(), y=train.y.numpy())
+    settings = {
+        # SGD with momentum, whose state moves with every rollback, at a learning rate
+        # where this training is not chaotic: at lr 0.05 two single-process runs that only
+        # group the batch differently already differ by 2e-4 after 60 steps (README).
+        "model": "small_cnn",
+        "batch_size": 12,
+        "steps": STEPS,
+        "optimizer": "sgd",
+        "lr": 0.02,
+        "seed": 5,
+        "checkpoint_every": 1,
+        "step_timeout_s": 8.0,
+        "rejoin_patience_s": 120.0,
+        "schedule": {
+            "groups": [
+                {"n": 4, "cuts": [6, 6]},
+                {"n": 4, "cuts": [2, 6]},
+                {"n": 4, "cuts": [2, 4]},
+            ]
+        },
+    }
+    job = write_job_file(tmp_path / "job.toml", settings)
+    cloud_port, edge_port = free_port(), free_port()
+    commands = {
+        "cloud": ["cloud", "--listen", f"tcp://127.0.0.1:{cloud_port}", "--threads", "1"],
+        "edge": [
+            "serve",
+            "--job",
+            str(job),
+            "--listen",
+            f"tcp://127.0.0.1:{edge_port}",
+            "--cloud",
+            f"127.0.0.1:{cloud_port}",
+            "--out",
+            str(tmp_path / "edge"),
+            "--once",
+            "--threads",
+            "1",
+        ],
+        "device": [
+            "join",
+            f"127.0.0.1:{edge_port}",
+            "--data",
+            str(data),
+            "--test-fraction",
+            "0",
+            "--board-id",
+            "chaos-board",
+            "--out",
+            str(tmp_path / "device"),
+            "--threads",
+            "1",
+        ],
+    }
+    logs = {name: tmp_path / f"{name}.log" for name in commands}
+    restarts = dict.fromkeys(commands, 0)
+
+    def start(name: str):
+        restarts[name] += 1
+        log = logs[name].with_suffix(f".{restarts[name]}.log")
+        return tier_process(*commands[name], log=log)
+
+    checkpoint = tmp_path / "edge" / "checkpoint.pt"
+
+    def progressed_since(mark: float) -> bool:
+        return checkpoint.exists() and checkpoint.stat().st_mtime > mark
+
+    procs = {name: start(name) for name in commands}
+    kills = []
+    try:
+        deadline = time.monotonic() + 900
+        mark = 0.0
+        while procs["device"].poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            if len(kills) >= KILLS or not progressed_since(mark):
+                continue
+            # Training is moving again (the edge wrote a step's checkpoint): strike at a
+            # random moment of one of the next steps.
+            time.sleep(rng.uniform(0.0, 0.6))
+            mark = time.time()
+            name = rng.choice(sorted(commands))
+            procs[name].send_signal(signal.SIGKILL)
+            procs[name].wait()
+            kills.append(name)
+            procs[name] = start(name)
+        assert procs["device"].wait(timeout=max(1, deadline - time.monotonic())) == 0
+    finally:
+        for p in procs.values():
+            stop(p)
+    print(f"chaos: {len(kills)} kills: {', '.join(kills)}")
+    assert len(kills) == KILLS
+    assert set(kills) == {"device", "edge", "cloud"}
+
+    hybrid = load_model_file(tmp_path / "device" / "model.pt")
+    torch.set_num_threads(1)
+    reference = train_reference(job_from_dict(settings), train, STEPS).state_dict()
+    for key, want in reference.items():
+        err = float((hybrid["state"][key] - want).norm() / want.norm())
+        assert err <= REL_TOL, f"{key}: relative error {err:.2e}"
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    from hiertrain_edge.datasets import load_dataset
+
+    return load_dataset(None)
