@@ -12,7 +12,13 @@ from table_fixtures import BATCH, CANDIDATES, LATENCY_S, SMALL_FACTS, profiles, 
 from hiertrain_edge.errors import ConfigError
 from hiertrain_edge.planning.cost import CostModel, Links
 from hiertrain_edge.planning.schedule import Schedule
-from hiertrain_edge.planning.table import DEFAULT_GRID, Grid, build_table, cost_evaluator
+from hiertrain_edge.planning.table import (
+    DEFAULT_GRID,
+    Grid,
+    _size_lattice,
+    build_table,
+    cost_evaluator,
+)
 
 
 def test_default_grid_spans_0_1_to_10000_mbps_with_41_points():
@@ -59,7 +65,7 @@ def test_evaluator_matches_cost_model_point_by_point():
 
 
 def test_every_slot_holds_the_fastest_candidate():
-    table = small_table()
+    table = small_table(size_step=0, merge_tolerance=0.0)
     profs = profiles()
     evaluate = cost_evaluator(SMALL_FACTS, profs, LATENCY_S)
     n = table.grid.size
@@ -77,6 +83,25 @@ def test_every_slot_holds_the_fastest_candidate():
     assert described == ["32@(6,6)", "32@(0,6)", "32@(0,0)", "16@(6,6), 16@(0,6)"]
     assert len(set(described)) == len(described)  # stored once
     assert table.usage() == [782, 456, 413, 72]
+
+
+def test_size_lattice_only_improves_and_adds_no_planner_calls():
+    plain = small_table(size_step=0, merge_tolerance=0.0)
+    sized = small_table(size_step=4, merge_tolerance=0.0)
+    assert sized.build["planner_calls"] == plain.build["planner_calls"]
+    assert sized.build["candidates"] > plain.build["candidates"]
+    better = 0
+    for slot in range(plain.num_slots):
+        assert sized.slot_time_s[slot] <= plain.slot_time_s[slot]
+        better += sized.slot_time_s[slot] < plain.slot_time_s[slot] * 0.999
+    assert better > 100
+
+
+def test_size_lattice_covers_the_batch():
+    assert _size_lattice(8, 2, 4) == [(1, 7), (4, 4)]
+    assert _size_lattice(8, 3, 4) == [(1, 1, 6), (1, 4, 3), (4, 1, 3)]
+    assert _size_lattice(64, 1, 8) == [(64,)]
+    assert len(_size_lattice(64, 3, 8)) == 36
 
 
 def test_unreachable_entries_avoid_the_missing_tiers():
@@ -97,7 +122,7 @@ def test_build_calls_the_solver_at_seeds_then_on_boundaries():
 
     table = small_table(solve=candidate_solver(profiles(), calls), max_refine_calls=10)
     assert table.build == {
-        "candidates": 4,
+        "candidates": 11,  # 4 from the solver, 7 from the size lattice
         "merge_tolerance": 0.01,
         "planner_calls": 53,
         "refine_calls": 10,
