@@ -57,6 +57,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Gathering VGG-11's 37 MB model at the end under a CPU quota on a loaded host can keep
+# a tier silent past the default 10 s liveness bound; the benchmark allows more.
+os.environ.setdefault("HIERTRAIN_EDGE_LIVENESS_S", "120")
+
+
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "hiertrain_edge", "--log-level", "warning", *args]
 
