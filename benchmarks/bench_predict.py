@@ -145,11 +145,11 @@ def run_model(model: str, batch_size: int, steps: int, schedule: str | None, wor
     procs = [
         subprocess.Popen(stdout=logs["cloud"], stderr=subprocess.STDOUT, args=in_cgroup(
             cgs["cloud"], cli(
-            "cloud", "--listen", f"tcp://127.0.0.1:{cport}", "--once", "--threads", "1"))),
+            "cloud", "--listen", f"tcp://127.0.0.1:{cport}", "--threads", "1"))),
         subprocess.Popen(stdout=logs["edge"], stderr=subprocess.STDOUT, args=in_cgroup(
             cgs["edge"], cli(
             "serve", "--job", str(job), "--listen", f"tcp://127.0.0.1:{eport}",
-            "--cloud", f"127.0.0.1:{cport}", "--once", "--threads", "1",
+            "--cloud", f"127.0.0.1:{cport}", "--threads", "1",
             "--status-listen", "none", "--schedule",
             ",".join(f"{g.n}:{g.c1}:{g.c2}" for g in sched.groups)))),
     ]  # fmt: skip
@@ -164,7 +164,10 @@ def run_model(model: str, batch_size: int, steps: int, schedule: str | None, wor
             check=True, timeout=1800,
         )  # fmt: skip
     finally:
+        # Not --once: an edge that exits right after the job may drop the final model
+        # message (37 MB for VGG-11) before it is delivered; stop them here instead.
         for p in procs:
+            p.terminate()
             try:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
