@@ -61,7 +61,7 @@ def test_planner_matches_brute_force_on_small_cnn(bw_de, bw_ec):
     assert result.predicted_s == pytest.approx(brute_force(model, 8), rel=1e-12)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(
     bw_de=st.floats(0.1, 500),
     bw_ec=st.floats(0.1, 500),
