@@ -18,7 +18,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def tier_process(*args: str, log: Path | None = None) -> subprocess.Popen:
+def tier_process(
+    *args: str, log: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen:
     """Start `hiertrain-edge ARGS` as its own process, one torch thread."""
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(
@@ -30,6 +32,7 @@ def tier_process(*args: str, log: Path | None = None) -> subprocess.Popen:
             "PYTHONUNBUFFERED": "1",
             "OMP_NUM_THREADS": "1",
             "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
+            **(env or {}),
         },
     )
 

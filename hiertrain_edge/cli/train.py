@@ -75,7 +75,9 @@ def cmd_join(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from hiertrain_edge.planning.schedule import Schedule
+    from hiertrain_edge.errors import ConfigError
+    from hiertrain_edge.models import get_model
+    from hiertrain_edge.planning.schedule import Schedule, default_three_group
     from hiertrain_edge.runtime.demo import run_demo
 
     settings: dict[str, object] = {
@@ -87,8 +89,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "lr": args.lr,
         "seed": args.seed,
     }
+    if args.schedule and args.plan:
+        raise ConfigError("give either --schedule or --plan, not both")
     if args.schedule:
         settings["schedule"] = Schedule.parse(args.schedule).to_dict()
+    elif not args.plan:
+        # The three-group default, so that every tier does real work in the demo.
+        spec = get_model(args.model)
+        settings["schedule"] = default_three_group(spec.num_units, args.batch_size).to_dict()
     return run_demo(
         settings,
         args.data,
@@ -173,6 +181,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", help="write the board's JSON run report here")
     p.add_argument("--out", help="folder for logs and models (default: a temporary folder)")
     add_observe_options(p, default_status="none")  # off unless asked: a free port each run
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="profile the three tiers and let the planner's schedule table choose each "
+        "step's schedule (default: a fixed three-group schedule)",
+    )
     _add_job_overrides(p)
     add_threads(p)
     p.set_defaults(func=cmd_demo, tier="demo")

@@ -368,7 +368,7 @@ def plan(
     lower = min(lower, best_t)
     gap = best_t / lower - 1 if lower > 0 else 0.0
     solve_ms = (time.perf_counter() - t0) * 1000
-    log.info(
+    log.debug(
         "planned %s: %.4f s per step (lower bound %.4f s, gap %.2f%%) in %.1f ms",
         schedule.describe(),
         best_t,

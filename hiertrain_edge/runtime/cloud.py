@@ -21,6 +21,8 @@ from hiertrain_edge.wire.transport import Listener
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 3600.0
+# Messages from an edge that end the current job: the edge restarted or rolled back.
+_RESTART = ("setup", "ping", "profile_request")
 
 
 class CloudServer:
@@ -53,6 +55,12 @@ class CloudServer:
                 if msg["type"] == "ping":  # an edge asks whether we are back
                     self.listener.send(peer, {"type": "pong", "step": 0})
                     continue
+                if msg["type"] == "probe":  # an edge measures its link to us
+                    self.listener.send(peer, {"type": "probe_ack", "step": msg["step"]})
+                    continue
+                if msg["type"] == "profile_request":
+                    self._profile(peer, msg)
+                    continue
                 if msg["type"] != "setup":
                     log.info("ignored %s from edge %s outside a job", msg["type"], peer.hex())
                     continue
@@ -62,8 +70,8 @@ class CloudServer:
                     self.listener,
                     peer,
                     "the edge",
-                    interrupts=("setup", "ping"),
-                    adopt=lambda _p, m: m.get("type") in ("setup", "ping"),
+                    interrupts=_RESTART,
+                    adopt=lambda _p, m: m.get("type") in _RESTART,
                 )
                 try:
                     self.run_job(edge, msg)
@@ -77,6 +85,19 @@ class CloudServer:
                     return
         finally:
             self.listener.close()
+
+    def _profile(self, peer: bytes, msg: dict) -> None:
+        """Profile this host for the edge's job (seconds) and send it back."""
+        import torch
+
+        from hiertrain_edge.profiling.measure import quick_profile
+
+        job = job_from_dict(msg["job"], "job from the edge")
+        profile = quick_profile(job.spec(), job.batch_size, torch.get_num_threads(), "cloud")
+        self.listener.send(
+            peer, {"type": "profile", "step": 0, "profile": profile.model_dump(mode="json")}
+        )
+        log.info("cloud profiled itself for %s at batch size %d", job.model, job.batch_size)
 
     def _switch(
         self, step: int, new: Schedule, tier: TierSlice, edge: Mailbox, timeout: float
@@ -118,7 +139,10 @@ class CloudServer:
         )
         try:
             while True:
-                msg = edge.expect(("step", "finish"), None, job.step_timeout_s * 10)
+                msg = edge.expect(("step", "finish", "probe"), None, job.step_timeout_s * 10)
+                if msg["type"] == "probe":  # the edge measures its link to us
+                    edge.send({"type": "probe_ack", "step": msg["step"]})
+                    continue
                 if msg["type"] == "finish":
                     break
                 step = msg["step"]

@@ -19,12 +19,14 @@ from hiertrain_edge.datasets import Dataset
 from hiertrain_edge.errors import ConfigError, PeerLostError
 from hiertrain_edge.models import build_model
 from hiertrain_edge.planning.schedule import Schedule
+from hiertrain_edge.runtime.bandwidth import BandwidthEstimator
 from hiertrain_edge.runtime.batches import BatchOrder
 from hiertrain_edge.runtime.checkpoint import save_model
 from hiertrain_edge.runtime.job import job_from_dict
 from hiertrain_edge.runtime.logstep import set_step
 from hiertrain_edge.runtime.mailbox import Interrupt, Mailbox
 from hiertrain_edge.runtime.reference import evaluate
+from hiertrain_edge.runtime.replan import START_PROBES, Choice, TableChooser, probe
 from hiertrain_edge.runtime.report import Report, StepRecord
 from hiertrain_edge.runtime.slices import TierSlice
 from hiertrain_edge.wire.schema import JobBounds
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 
 JOIN_TIMEOUT_S = 120.0
 JOIN_RETRY_S = 15.0  # a join unanswered this long is sent again
+TABLE_TIMEOUT_S = 600.0  # the edge profiles itself and builds the table meanwhile
 PROGRESS_EVERY_STEPS = 25  # plain progress lines when not on a terminal
 
 
@@ -89,6 +92,9 @@ class Board:
         self.attempt = 0
         self.cloud_ok = True
         self.preferred: Schedule | None = None  # what a rollback without the cloud replaced
+        self.table: TableChooser | None = None  # the edge's schedule table, when it plans
+        self.bw_de = BandwidthEstimator()  # our link to the edge, from probes
+        self.bw_ec_mbps: float | None = None  # the edge's link to the cloud, as it reports
         self.last_step: dict[str, float] = {}  # the previous step's loss and time, for the edge
 
     def run(self) -> Report:
@@ -168,6 +174,8 @@ class Board:
         offer = self._join(JOIN_TIMEOUT_S)
         job, tier, steps, step = self._take_offer(offer)
         spec = tier.spec
+        if offer.get("plan"):
+            self._get_table(spec, job, steps, tier.schedule)
         self.edge.interrupts = ("rollback",)
         report = Report(schedule=tier.schedule.to_dict())
         order = BatchOrder(len(self.train), job.batch_size, job.seed)
@@ -178,8 +186,12 @@ class Board:
                 set_step(step)
                 t0 = time.perf_counter()
                 try:
-                    self._tiers_news()
-                    self._begin(step, tier, report, job)
+                    if self._tiers_news():
+                        report.events.append(
+                            {"step": step, "event": "tier_returned", "tier": "cloud"}
+                        )
+                        log.warning("step %d: the edge says the cloud is back", step)
+                    choice = self._begin(step, tier, report, job)
                     loss = self._step(step, tier, order, job.batch_size, job.step_timeout_s)
                 except Interrupt as exc:  # the edge lost a tier and rolled everyone back
                     msg = exc.msg
@@ -187,6 +199,7 @@ class Board:
                     self.cloud_ok = bool(msg["cloud_ok"])
                     if not self.cloud_ok and tier.schedule.uses_cloud(spec.num_units):
                         self.preferred = self.preferred or tier.schedule
+                        report.events.append({"step": step, "event": "tier_lost", "tier": "cloud"})
                     new = Schedule.from_dict(msg["schedule"]).validate(
                         spec.num_units, job.batch_size
                     )
@@ -213,7 +226,15 @@ class Board:
                 measured = time.perf_counter() - t0
                 self.last_step = {"prev_loss": loss, "prev_measured_s": measured}
                 report.iterations.append(
-                    StepRecord(step, tier.schedule.schedule_id(), loss, measured)
+                    StepRecord(
+                        step,
+                        tier.schedule.schedule_id(),
+                        loss,
+                        measured,
+                        choice.predicted_s,
+                        choice.bw_de_mbps,
+                        choice.bw_ec_mbps,
+                    )
                 )
                 progress.update(step, loss, (step + 1) / (time.perf_counter() - t_run))
                 step += 1
@@ -250,16 +271,58 @@ class Board:
             report.test_accuracy, report.test_loss = evaluate(model, self.test)
         return report
 
-    def _tiers_news(self) -> None:
-        """Take the edge's unasked news (the cloud is back) without waiting."""
+    def _tiers_news(self) -> bool:
+        """Take the edge's unasked news without waiting; True when the cloud came back."""
         news = self.edge.take("tiers")
-        if news is not None:
-            self.cloud_ok = bool(news["cloud_ok"])
+        if news is None:
+            return False
+        if news.get("bw_ec_mbps") is not None:
+            self.bw_ec_mbps = news["bw_ec_mbps"]
+        back = bool(news["cloud_ok"]) and not self.cloud_ok
+        self.cloud_ok = bool(news["cloud_ok"])
+        return back
 
-    def _begin(self, step: int, tier: TierSlice, report: Report, job: Any) -> None:
-        """Announce the step, switching schedule first if the chooser says so, and hand
-        the edge our units at checkpoint steps."""
-        new = self.chooser(step, tier.schedule) if self.chooser else None
+    def _get_table(self, spec: Any, job: Any, steps: int, current: Schedule) -> None:
+        """Measure our link, profile this board, and take the edge's schedule table."""
+        from hiertrain_edge.planning.table import JobIdentity, ScheduleTable
+        from hiertrain_edge.profiling.measure import quick_profile
+
+        for _ in range(START_PROBES):
+            probe(self.edge, self.bw_de, 0)
+        profile = quick_profile(spec, job.batch_size, torch.get_num_threads(), "device")
+        self.edge.send(
+            {
+                "type": "profile",
+                "step": 0,
+                "profile": profile.model_dump(mode="json"),
+                "bw_de_mbps": self.bw_de.bandwidth_mbps,
+                "latency_s": self.bw_de.latency_s,
+            }
+        )
+        msg = self.edge.expect("table", 0, TABLE_TIMEOUT_S)
+        table = ScheduleTable.from_bytes(bytes(msg["table"].numpy()), "the edge's table")
+        identity = JobIdentity(spec.name, spec.num_units, job.batch_size, msg["profiles"])
+        self.table = TableChooser(table, identity, steps, current)
+        self.cloud_ok = bool(msg["cloud_ok"])
+        self.bw_ec_mbps = msg.get("bw_ec_mbps")
+        log.info(
+            "schedule table %s: %d schedules; link to the edge %.3g Mbit/s",
+            table.content_hash[:12],
+            len(table.schedules),
+            self.bw_de.bandwidth_mbps or 0,
+        )
+
+    def _begin(self, step: int, tier: TierSlice, report: Report, job: Any) -> Choice:
+        """Announce the step, switching schedule first if the table (or the chooser) says
+        so, and hand the edge our units at checkpoint steps."""
+        choice = Choice(None, None, None, None, self.bw_ec_mbps)
+        if self.table is not None:
+            if self.bw_de.needs_probe():
+                probe(self.edge, self.bw_de, step)
+            choice = self.table.choose(
+                step, tier.schedule, self.bw_de.bandwidth_mbps, self.bw_ec_mbps, self.cloud_ok
+            )
+        new = self.chooser(step, tier.schedule) if self.chooser else choice.schedule
         if new is None and self.cloud_ok and self.preferred is not None:
             new = self.preferred  # the cloud is back: return to the schedule it replaced
         if new is not None and not self.cloud_ok and new.uses_cloud(tier.num_units):
@@ -276,13 +339,20 @@ class Board:
                     "to": new.schedule_id(),
                     "from_schedule": old.to_dict(),
                     "to_schedule": new.to_dict(),
-                    "bw_de_mbps": None,
-                    "bw_ec_mbps": None,
-                    "predicted_gain_s": None,
+                    "bw_de_mbps": choice.bw_de_mbps,
+                    "bw_ec_mbps": choice.bw_ec_mbps,
+                    "predicted_gain_s": choice.gain_s,
                 }
             )
             log.warning(
-                "step %d: switched schedule %s -> %s", step, old.describe(), new.describe()
+                "step %d: switched schedule %s -> %s (links %s / %s Mbit/s, predicted gain "
+                "%s s per step)",
+                step,
+                old.describe(),
+                new.describe(),
+                choice.bw_de_mbps,
+                choice.bw_ec_mbps,
+                choice.gain_s,
             )
             if new == self.preferred:
                 self.preferred = None
@@ -297,6 +367,7 @@ class Board:
                     "opt": tier.optimizer_state(tier.owns),
                 }
             )
+        return choice
 
     def _switch(self, step: int, tier: TierSlice, new: Schedule, timeout: float) -> None:
         """Move to `new` before `step`: hand the units we stop owning to the edge, take

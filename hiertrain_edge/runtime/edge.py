@@ -15,10 +15,13 @@ import zmq
 
 from hiertrain_edge.errors import ConfigError, HierTrainError, PeerLostError
 from hiertrain_edge.planning.schedule import Group, Schedule
+from hiertrain_edge.planning.table import profile_hash
+from hiertrain_edge.runtime.bandwidth import BandwidthEstimator
 from hiertrain_edge.runtime.checkpoint import atomic_save, load_checkpoint, save_model
 from hiertrain_edge.runtime.job import Job, load_job
 from hiertrain_edge.runtime.mailbox import Interrupt, Mailbox, RemoteAbort
 from hiertrain_edge.runtime.observe import EdgeObserver
+from hiertrain_edge.runtime.replan import START_PROBES, probe
 from hiertrain_edge.runtime.slices import TierSlice, full_state
 from hiertrain_edge.wire.schema import JobBounds
 from hiertrain_edge.wire.security import Security
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 IDLE_POLL_S = 3600.0
 CLOUD_SETUP_TIMEOUT_S = 60.0
 CLOUD_PROBE_EVERY_S = 2.0  # how often a lost cloud is asked whether it is back
+PROFILE_TIMEOUT_S = 300.0  # a quick profile takes seconds; a slow board, longer
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = "hiertrain-edge/checkpoint/1"
 
@@ -150,6 +154,7 @@ class EdgeServer:
             self.cloud_link.bounds = bounds
         self.job_dict = job.model_dump(mode="json")
         self.steps = steps
+        self.bw_ec = BandwidthEstimator()
         self.cloud_lost_at: float | None = None
         board.adopt = self._same_board
         board.ours = lambda m: str(m.get("board_id")) == self.board_id
@@ -169,13 +174,13 @@ class EdgeServer:
         else:
             self.job_id = uuid.uuid4().hex[:8]
             self.snapshot = None
-            tier = TierSlice("edge", spec, job, self.schedule)
-            cloud = None
-            if self.schedule.uses_cloud(n):
-                cloud = self._setup_cloud(
-                    0, self.schedule, tier.unit_state(self.schedule.replicated("cloud", n)), {}
-                )
-            board.send(self._offer(0, tier.unit_state(self.schedule.replicated("device", n)), {}))
+            while True:
+                try:
+                    tier, cloud = self._start(board)
+                    break
+                except Interrupt as exc:  # the board asked again before we answered
+                    board.peer = exc.peer
+                    board.clear()
         log.info(
             "job %s started with %s: %d steps of %d samples",
             self.job_id,
@@ -190,12 +195,25 @@ class EdgeServer:
         try:
             while True:
                 try:
-                    msg = board.expect(("step", "finish"), None, job.step_timeout_s)
+                    msg = board.expect(("step", "finish", "probe"), None, job.step_timeout_s)
+                    if msg["type"] == "probe":  # the board measures its link: answer at once
+                        board.send({"type": "probe_ack", "step": msg["step"]})
+                        continue
                     if msg["type"] == "finish":
                         break
                     step = msg["step"]
+                    if cloud is not None and self.auto_plan and self.bw_ec.needs_probe():
+                        probe(cloud, self.bw_ec, step)
+                        board.send(
+                            {
+                                "type": "tiers",
+                                "step": step,
+                                "cloud_ok": True,
+                                "bw_ec_mbps": self.bw_ec.bandwidth_mbps,
+                            }
+                        )
                     self.observe.step_started(step)
-                    cloud = self._probe_cloud(board, cloud)
+                    cloud = self._probe_cloud(board, cloud, step)
                     if "schedule" in msg:
                         new = Schedule.from_dict(msg["schedule"]).validate(n, job.batch_size)
                         cloud = self._switch(step, new, tier, board, cloud)
@@ -225,6 +243,93 @@ class EdgeServer:
                 with contextlib.suppress(HierTrainError):
                     cloud.send({"type": "abort", "reason": f"edge: {exc}"})
             raise
+
+    def _start(self, board: Mailbox) -> tuple[TierSlice, Mailbox | None]:
+        """Build the edge's slice, set up the cloud, offer the job, plan if asked."""
+        n = self.spec.num_units
+        self.schedule = self.start_schedule
+        tier = TierSlice("edge", self.spec, self.job, self.schedule)
+        cloud_profile = self._cloud_profile() if self.auto_plan else None
+        cloud = None
+        if self.schedule.uses_cloud(n):
+            cloud = self._setup_cloud(
+                0, self.schedule, tier.unit_state(self.schedule.replicated("cloud", n)), {}
+            )
+        offer = self._offer(0, tier.unit_state(self.schedule.replicated("device", n)), {})
+        board.send({**offer, "plan": self.auto_plan})
+        if self.auto_plan:
+            self._plan(board, cloud_profile)
+        return tier, cloud
+
+    # --- planning ----------------------------------------------------------------
+
+    @property
+    def auto_plan(self) -> bool:
+        """Plan from fresh profiles unless the job file or --schedule fixes the schedule."""
+        return self.job.schedule is None and self.schedule_override is None
+
+    def _cloud_profile(self) -> Any:
+        """Ask the cloud to profile itself for this job; measure the link to it."""
+        from hiertrain_edge.profiling.profile import parse_profile
+
+        if self.cloud_link is None:
+            return None
+        cloud = Mailbox(self.cloud_link, name="the cloud")
+        cloud.send({"type": "profile_request", "step": 0, "job": self.job_dict})
+        profile = parse_profile(
+            cloud.expect("profile", 0, PROFILE_TIMEOUT_S)["profile"], "the cloud's profile"
+        )
+        for _ in range(START_PROBES):
+            probe(cloud, self.bw_ec, 0)
+        return profile
+
+    def _plan(self, board: Mailbox, cloud_profile: Any) -> None:
+        """Profile the edge, take the board's profile, build the schedule table and give it
+        to the board, which looks up each step's schedule in it."""
+        from hiertrain_edge.planning.table import build_table
+        from hiertrain_edge.profiling.measure import quick_profile
+        from hiertrain_edge.profiling.profile import parse_profile
+
+        t0 = time.perf_counter()
+        profiles = {
+            "edge": quick_profile(
+                self.spec, self.job.batch_size, torch.get_num_threads(), name="edge"
+            )
+        }
+        while True:
+            msg = board.expect(("profile", "probe"), 0, PROFILE_TIMEOUT_S)
+            if msg["type"] == "probe":
+                board.send({"type": "probe_ack", "step": 0})
+                continue
+            break
+        profiles["device"] = parse_profile(msg["profile"], "the board's profile")
+        # No cloud: a profile that cannot run anything keeps every schedule off it.
+        profiles["cloud"] = cloud_profile or profiles["edge"].model_copy(
+            update={"memory_budget_bytes": 1}
+        )
+        latency = (float(msg.get("latency_s") or 0.0), float(self.bw_ec.latency_s or 0.0))
+        table = build_table(self.spec, profiles, self.job.batch_size, latency_s=latency)
+        blob = table.to_bytes()
+        log.info(
+            "job %s: schedule table of %d schedules built in %.1f s (%d bytes); "
+            "board link %.3g Mbit/s, cloud link %s Mbit/s",
+            self.job_id,
+            len(table.schedules),
+            time.perf_counter() - t0,
+            len(blob),
+            msg.get("bw_de_mbps") or 0.0,
+            self.bw_ec.bandwidth_mbps,
+        )
+        board.send(
+            {
+                "type": "table",
+                "step": 0,
+                "table": torch.frombuffer(bytearray(blob), dtype=torch.uint8),
+                "profiles": {t: profile_hash(p) for t, p in profiles.items()},
+                "cloud_ok": cloud_profile is not None,
+                "bw_ec_mbps": self.bw_ec.bandwidth_mbps,
+            }
+        )
 
     # --- recovery ----------------------------------------------------------------
 
@@ -386,7 +491,7 @@ class EdgeServer:
             try:
                 peer, msg = self.listener.recv(deadline.left(), "join")
             except PeerLostError:
-                break
+                continue  # a dropped connection (the old board's) or the wait ran out
             if self._same_board(peer, msg):
                 board.peer = peer
                 log.warning(
@@ -413,14 +518,14 @@ class EdgeServer:
             self._snapshot_step(),
             fallback.describe(),
         )
-        self.observe.tier_lost("cloud", str(exc)) if hasattr(self.observe, "tier_lost") else None
+        self.observe.tier_lost("cloud", str(exc))
         if self.cloud_link is not None:  # a fresh socket drops whatever the old one queued
-            self.cloud_link.close()
+            self.cloud_link.close(linger_s=0)
             self.cloud_link = Link(self.ctx, self.cloud_address, security=self.security)
             self.cloud_link.bounds = self.listener.bounds
         return self._restore(board, self.snapshot, fallback)
 
-    def _probe_cloud(self, board: Mailbox, cloud: Mailbox | None) -> Mailbox | None:
+    def _probe_cloud(self, board: Mailbox, cloud: Mailbox | None, step: int) -> Mailbox | None:
         """While the cloud is lost, ping it between steps; tell the board when it answers."""
         if self.cloud_lost_at is None or self.cloud_link is None:
             return cloud
@@ -436,8 +541,9 @@ class EdgeServer:
         except PeerLostError:
             return cloud
         self.cloud_lost_at = None
+        self.observe.tier_returned("cloud")
         log.warning("the cloud answers again; telling board %s it may use it", self.board_id)
-        board.send({"type": "tiers", "step": 0, "cloud_ok": True})
+        board.send({"type": "tiers", "step": step, "cloud_ok": True})
         return cloud
 
     def _setup_cloud(

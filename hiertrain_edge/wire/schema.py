@@ -249,6 +249,7 @@ MESSAGES: dict[str, dict[str, tuple[bool, Check]]] = {
         "steps": (True, integer(1, MAX_STEP)),
         "units": (True, unit_tensors()),
         "start_step": (False, STEP),
+        "plan": (False, flag()),  # the board profiles itself, then gets a schedule table
         "opt": (False, unit_opt_state()),
         "attempt": (False, integer(0, MAX_STEP)),
     },
@@ -285,7 +286,28 @@ MESSAGES: dict[str, dict[str, tuple[bool, Check]]] = {
         "opt": (True, unit_opt_state()),
         "cloud_ok": (True, flag()),
     },
-    "tiers": {"step": (True, STEP), "cloud_ok": (True, flag())},
+    "tiers": {
+        "step": (True, STEP),
+        "cloud_ok": (True, flag()),
+        "bw_ec_mbps": (False, optional(number())),
+    },
+    # Planning at job start: profiles, link probes, and the schedule table for the board.
+    "profile_request": {"step": (True, STEP), "job": (True, plain())},
+    "profile": {
+        "step": (True, STEP),
+        "profile": (True, plain()),
+        "bw_de_mbps": (False, optional(number())),
+        "latency_s": (False, optional(number())),
+    },
+    "probe": {"step": (True, STEP), "payload": (True, tensor())},
+    "probe_ack": {"step": (True, STEP)},
+    "table": {
+        "step": (True, STEP),
+        "table": (True, tensor()),
+        "profiles": (True, plain()),
+        "cloud_ok": (True, flag()),
+        "bw_ec_mbps": (False, optional(number())),
+    },
     "ping": {"step": (False, STEP)},
     "pong": {"step": (False, STEP)},
     "step": {

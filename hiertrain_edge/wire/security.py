@@ -52,7 +52,8 @@ REFUSAL_LOG_EVERY_S = 30.0  # one log line per refused key/cause per this many s
 NO_DETAIL_FAILURES = 4  # consecutive: a tier dying mid-handshake causes one, not four
 
 _MONITOR_EVENTS = (
-    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
@@ -473,6 +474,7 @@ class HandshakeWatch:
         self.sock = sock
         self.monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
         self._no_detail = 0
+        self.dropped = 0  # connections that dropped since the transport last looked
 
     def check(self) -> None:
         """Handle every pending event; raise `PeerRefusedError` on a client's refusal."""
@@ -481,6 +483,10 @@ class HandshakeWatch:
                 event = parse_monitor_message(self.monitor.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
                 return
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                # A peer that died, or fell silent past the heartbeat timeout.
+                self.dropped += 1
+                continue
             error = self._explain(event["event"], event["value"])
             if error is None:
                 continue

@@ -8,6 +8,7 @@ a timeout, so no tier hangs forever on a silent peer.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -27,6 +28,11 @@ from hiertrain_edge.wire.security import (
 log = logging.getLogger(__name__)
 
 EDGE_PORT = 47810  # boards connect here
+HEARTBEAT_IVL_MS = 1000
+CLOSE_LINGER_S = 5.0  # how long a closing socket may still deliver what it queued
+# How long a silent peer may stay silent before it is declared lost (the bound of the
+# liveness requirement); HIERTRAIN_EDGE_LIVENESS_S overrides it.
+LIVENESS_S = float(os.environ.get("HIERTRAIN_EDGE_LIVENESS_S", "10"))
 CLOUD_PORT = 47820  # edges connect here
 STATUS_PORT = 47811  # operators' status queries to the edge
 # Messages queued per peer before ZeroMQ stops reading its socket: with MAXMSGSIZE per
@@ -68,6 +74,12 @@ class _Socket:
         self.watch: HandshakeWatch | None = None
         self._poller: zmq.Poller | None = None
         sock.setsockopt(zmq.LINGER, 0)
+        # ZeroMQ's own heartbeats run in its I/O thread, so a tier busy computing still
+        # answers them; a peer that died or went silent drops the connection within
+        # LIVENESS_S, and the waiting side hears of it (see _recv_frames).
+        sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(LIVENESS_S * 1000))
+        sock.setsockopt(zmq.HEARTBEAT_TTL, int(LIVENESS_S * 1000))
         sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
         sock.setsockopt(zmq.RCVHWM, RCVHWM_MESSAGES)
 
@@ -82,6 +94,12 @@ class _Socket:
                 self.watch.check()  # a refused handshake raises PeerRefusedError here
             if self.sock.poll(0, zmq.POLLIN):  # the common case: a message is waiting
                 break
+            if self.watch is not None and self.watch.dropped:
+                self.watch.dropped = 0
+                raise PeerLostError(
+                    f"the connection on {self.where} dropped while waiting for {what} "
+                    f"(peer gone, or silent for {LIVENESS_S:g} s)"
+                )
             if self.watch is None:
                 ready = self.sock.poll(int(deadline.left() * 1000), zmq.POLLIN)
             else:
@@ -127,10 +145,11 @@ class _Socket:
             self._reject(exc, sender)
             return None
 
-    def close(self) -> None:
+    def close(self, linger_s: float = CLOSE_LINGER_S) -> None:
+        """Close, first giving queued messages (a job's final model) `linger_s` to leave."""
         if self.watch is not None:
             self.watch.close()
-        self.sock.close(linger=0)
+        self.sock.close(linger=int(linger_s * 1000))
 
 
 class Link(_Socket):

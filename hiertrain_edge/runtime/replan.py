@@ -1,0 +1,86 @@
+"""Bandwidth-adaptive schedules in the field: probing a link, and the board's per-step
+choice from the edge's schedule table (lookup only: the board never runs the solver)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+
+from hiertrain_edge.errors import ConfigError
+from hiertrain_edge.planning.lookup import Selector
+from hiertrain_edge.planning.schedule import Schedule
+from hiertrain_edge.planning.table import JobIdentity, ScheduleTable
+from hiertrain_edge.runtime.bandwidth import BandwidthEstimator
+from hiertrain_edge.runtime.mailbox import Mailbox
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 30.0
+START_PROBES = 3  # probes before the first plan, so the table lookup starts from a rate
+
+
+def probe(peer: Mailbox, estimator: BandwidthEstimator, step: int) -> None:
+    """Time one tiny and one sized message to `peer`, which answers each at once.
+
+    The tiny one measures the round-trip latency, the sized one (`probe_bytes()`, about a
+    quarter second of transfer at the current estimate) the rate of this direction.
+    """
+    for nbytes in (0, estimator.probe_bytes()):
+        payload = torch.zeros(nbytes, dtype=torch.uint8)
+        t0 = time.perf_counter()
+        peer.send({"type": "probe", "step": step, "payload": payload})
+        peer.expect("probe_ack", step, PROBE_TIMEOUT_S)
+        estimator.observe(nbytes, time.perf_counter() - t0)
+
+
+@dataclass
+class Choice:
+    """The board's schedule for one step, with what the table predicted."""
+
+    schedule: Schedule | None  # None: keep the current one
+    predicted_s: float | None
+    gain_s: float | None
+    bw_de_mbps: float | None
+    bw_ec_mbps: float | None
+
+
+class TableChooser:
+    """Looks up each step's schedule in the table with the Selector's hysteresis."""
+
+    def __init__(
+        self, table: ScheduleTable, identity: JobIdentity, total_steps: int, current: Schedule
+    ) -> None:
+        table.require_match(identity)  # a table built for another job is refused
+        self.table = table
+        initial = table.schedules.index(current) if current in table.schedules else None
+        self.selector = Selector(table, total_steps=total_steps, initial=initial)
+
+    def choose(
+        self,
+        step: int,
+        current: Schedule,
+        bw_de_mbps: float | None,
+        bw_ec_mbps: float | None,
+        cloud_ok: bool,
+    ) -> Choice:
+        if bw_de_mbps is None:
+            return Choice(None, None, None, None, bw_ec_mbps)
+        ec = bw_ec_mbps if bw_ec_mbps is not None else 0.0
+        decision = self.selector.observe(
+            bw_de_mbps, ec, cloud_ok and bw_ec_mbps is not None, True, step
+        )
+        if decision.schedule_index < 0:
+            raise ConfigError(
+                f"the schedule table has no schedule for step {step}: {decision.reason}"
+            )
+        chosen = self.table.schedules[decision.schedule_index]
+        return Choice(
+            chosen if chosen != current else None,
+            decision.predicted_s,
+            decision.predicted_gain_s if chosen != current else None,
+            bw_de_mbps,
+            bw_ec_mbps,
+        )
