@@ -147,6 +147,13 @@ in_board /bin/bash -c 'set -a; . /var/lib/hiertrain-edge-setup/settings.env; set
 say "install took $(($(date +%s) - t0)) s"
 say "settings written: $(tr '\n' ' ' < "$root/etc/hiertrain-edge/device.toml")"
 
+# The host's tiers run the very code the board got (the wheel), not the working tree, which may
+# change while the emulated install runs.
+host_code="$work/host-code"
+rm -rf "$host_code"
+host_wheels=("$wheelhouse"/hiertrain_edge-*.whl)
+"$host_python" -m zipfile -e "${host_wheels[0]}" "$host_code"
+export PYTHONPATH="$host_code"
 "$host_python" -m hiertrain_edge --log-level info cloud --listen "tcp://127.0.0.1:$cloud_port" \
   --once --out "$work/cloud" > "$work/cloud.log" 2>&1 &
 cloud_pid=$!
