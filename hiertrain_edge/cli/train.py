@@ -91,11 +91,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     }
     if args.schedule and args.plan:
         raise ConfigError("give either --schedule or --plan, not both")
+    spec = get_model(args.model)
     if args.schedule:
-        settings["schedule"] = Schedule.parse(args.schedule).to_dict()
+        schedule = Schedule.parse(args.schedule).validate(spec.num_units, args.batch_size)
+        settings["schedule"] = schedule.to_dict()
     elif not args.plan:
         # The three-group default, so that every tier does real work in the demo.
-        spec = get_model(args.model)
         settings["schedule"] = default_three_group(spec.num_units, args.batch_size).to_dict()
     return run_demo(
         settings,

@@ -121,6 +121,7 @@ class CloudServer:
         log.info("step %d: cloud now runs units %s", step, sorted(tier.runs))
 
     def run_job(self, edge: Mailbox, setup: dict) -> None:
+        edge.generation = setup.get("gen")
         job = job_from_dict(setup["job"], "job from the edge")
         spec = job.spec()
         schedule = Schedule.from_dict(setup["schedule"]).validate(spec.num_units, job.batch_size)

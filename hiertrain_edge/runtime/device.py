@@ -41,6 +41,10 @@ TABLE_TIMEOUT_S = 600.0  # the edge profiles itself and builds the table meanwhi
 PROGRESS_EVERY_STEPS = 25  # plain progress lines when not on a terminal
 
 
+def _due(step: int, every: int) -> bool:
+    return every > 0 and step % every == 0
+
+
 class Progress:
     """A tqdm bar on a terminal; a plain line every few steps for a service's journal."""
 
@@ -117,6 +121,7 @@ class Board:
         while True:
             self.attempt += 1
             self.edge.clear()
+            self.edge.generation = None
             self.edge.send(
                 {
                     "type": "join",
@@ -133,6 +138,7 @@ class Board:
                 while True:
                     offer = self.edge.expect("job", None, wait.left())
                     if offer.get("attempt", self.attempt) == self.attempt:
+                        self.edge.generation = offer.get("gen")
                         return offer
             except PeerLostError:
                 if deadline.left() <= 0:
@@ -195,6 +201,7 @@ class Board:
                     loss = self._step(step, tier, order, job.batch_size, job.step_timeout_s)
                 except Interrupt as exc:  # the edge lost a tier and rolled everyone back
                     msg = exc.msg
+                    self.edge.generation = msg.get("gen")
                     step = int(msg["step"])
                     self.cloud_ok = bool(msg["cloud_ok"])
                     if not self.cloud_ok and tier.schedule.uses_cloud(spec.num_units):
@@ -317,7 +324,7 @@ class Board:
         so, and hand the edge our units at checkpoint steps."""
         choice = Choice(None, None, None, None, self.bw_ec_mbps)
         if self.table is not None:
-            if self.bw_de.needs_probe():
+            if self.bw_de.needs_probe() or _due(step, job.probe_every_steps):
                 probe(self.edge, self.bw_de, step)
             choice = self.table.choose(
                 step, tier.schedule, self.bw_de.bandwidth_mbps, self.bw_ec_mbps, self.cloud_ok

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import time
 import uuid
 from pathlib import Path
@@ -202,7 +203,9 @@ class EdgeServer:
                     if msg["type"] == "finish":
                         break
                     step = msg["step"]
-                    if cloud is not None and self.auto_plan and self.bw_ec.needs_probe():
+                    every = job.probe_every_steps
+                    due = self.bw_ec.needs_probe() or (every > 0 and step % every == 0)
+                    if cloud is not None and self.auto_plan and due:
                         probe(cloud, self.bw_ec, step)
                         board.send(
                             {
@@ -244,9 +247,15 @@ class EdgeServer:
                     cloud.send({"type": "abort", "reason": f"edge: {exc}"})
             raise
 
+    def _new_generation(self, board: Mailbox) -> None:
+        """Start a new pass over the steps: whatever the tiers sent before is stale."""
+        self.generation = random.randrange(2**31)
+        board.generation = self.generation
+
     def _start(self, board: Mailbox) -> tuple[TierSlice, Mailbox | None]:
         """Build the edge's slice, set up the cloud, offer the job, plan if asked."""
         n = self.spec.num_units
+        self._new_generation(board)
         self.schedule = self.start_schedule
         tier = TierSlice("edge", self.spec, self.job, self.schedule)
         cloud_profile = self._cloud_profile() if self.auto_plan else None
@@ -310,6 +319,8 @@ class EdgeServer:
         latency = (float(msg.get("latency_s") or 0.0), float(self.bw_ec.latency_s or 0.0))
         table = build_table(self.spec, profiles, self.job.batch_size, latency_s=latency)
         blob = table.to_bytes()
+        if self.out_dir is not None:  # for `hiertrain-edge table show`, and for tests
+            table.save(self.out_dir / "table.htab")
         log.info(
             "job %s: schedule table of %d schedules built in %.1f s (%d bytes); "
             "board link %.3g Mbit/s, cloud link %s Mbit/s",
@@ -424,6 +435,7 @@ class EdgeServer:
         rejoin: bool = False,
     ) -> tuple[TierSlice, Mailbox | None]:
         """Put every tier back to the snapshot's step under `schedule`."""
+        self._new_generation(board)
         n, job = self.spec.num_units, self.job
         board.clear()
         if snapshot is None:  # nothing gathered yet: start the job over from its seeds
@@ -555,6 +567,7 @@ class EdgeServer:
                 f"schedule {schedule.describe()} runs units on the cloud; give --cloud HOST"
             )
         cloud = Mailbox(self.cloud_link, name="the cloud")
+        cloud.generation = self.generation
         cloud.send(
             {
                 "type": "setup",

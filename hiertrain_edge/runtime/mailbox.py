@@ -13,6 +13,30 @@ from hiertrain_edge.wire.transport import Deadline, Link, Listener
 log = logging.getLogger(__name__)
 
 
+# Messages that belong to one pass over the job's steps; see Mailbox.generation.
+STEP_TRAFFIC = frozenset(
+    {
+        "step",
+        "fwd",
+        "bwd",
+        "grads",
+        "weights",
+        "snapshot",
+        "moving",
+        "units",
+        "finish",
+        "state",
+        "model",
+        "tiers",
+        "probe",
+        "probe_ack",
+        "table",
+        "profile",
+        "ready",
+    }
+)
+
+
 class RemoteAbort(TransportError):
     """The peer ended the job and said why."""
 
@@ -58,6 +82,19 @@ class Mailbox:
         # drop quietly) rather than a stranger (who is told the edge is busy).
         self.ours: Callable[[dict[str, Any]], bool] | None = None
         self._backlog: deque[dict[str, Any]] = deque()
+        # The job's current generation: the edge draws a new one at every (re)start and
+        # rollback, and step traffic of any other generation is stale and dropped.
+        self.generation: int | None = None
+
+    def _stale(self, msg: dict[str, Any]) -> bool:
+        if self.generation is None or msg["type"] not in STEP_TRAFFIC:
+            return False
+        if msg.get("gen") == self.generation:
+            return False
+        log.debug(
+            "dropped stale %s of generation %s from %s", msg["type"], msg.get("gen"), self.name
+        )
+        return True
 
     def take(self, kind: str) -> dict[str, Any] | None:
         """The newest message of `kind` that has arrived, without waiting; others are kept."""
@@ -68,7 +105,8 @@ class Mailbox:
                 break
             if msg["type"] in self.interrupts:
                 raise Interrupt(msg, self.peer)
-            self._backlog.append(msg)
+            if not self._stale(msg):
+                self._backlog.append(msg)
         found = [m for m in self._backlog if m["type"] == kind]
         for m in found:
             self._backlog.remove(m)
@@ -79,6 +117,8 @@ class Mailbox:
         self._backlog.clear()
 
     def send(self, msg: dict[str, Any]) -> None:
+        if self.generation is not None:
+            msg = {**msg, "gen": self.generation}
         if isinstance(self.sock, Listener):
             assert self.peer is not None
             self.sock.send(self.peer, msg)
@@ -143,6 +183,8 @@ class Mailbox:
                 raise
             if msg["type"] in self.interrupts:
                 raise Interrupt(msg, self.peer)
+            if self._stale(msg):
+                continue
             if msg["type"] == "abort":
                 abort = RemoteAbort(
                     f"{self.name} ended the job: {msg.get('reason', 'no reason given')}"

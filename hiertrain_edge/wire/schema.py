@@ -349,7 +349,10 @@ MESSAGES: dict[str, dict[str, tuple[bool, Check]]] = {
     "error": {"reason": (True, text(MAX_TEXT_CHARS))},
 }
 # Every message may name its job, so a tier can drop one meant for another job.
-COMMON_FIELDS: dict[str, tuple[bool, Check]] = {"job_id": (False, text(MAX_ID_CHARS))}
+COMMON_FIELDS: dict[str, tuple[bool, Check]] = {
+    "job_id": (False, text(MAX_ID_CHARS)),
+    "gen": (False, integer(0, 2**31 - 1)),  # the job's generation (runtime/mailbox.py)
+}
 
 
 def register(kind: str, fields: dict[str, tuple[bool, Check]]) -> None:

@@ -40,7 +40,13 @@ def _status(port: int, capsys) -> dict | None:
 def test_metrics_and_status_follow_a_running_job(cloud_endpoint, tmp_path, capsys):
     edge_port, metrics_port, status_port = free_port(), free_port(), free_port()
     job = tmp_path / "job.toml"
-    job.write_text(f"steps = {STEPS}\nbatch_size = 64\n")
+    # A fixed three-group schedule (a job without one would be planned at join).
+    job.write_text(
+        f"steps = {STEPS}\nbatch_size = 64\n"
+        "[[schedule.groups]]\nn = 22\ncuts = [6, 6]\n"
+        "[[schedule.groups]]\nn = 21\ncuts = [2, 6]\n"
+        "[[schedule.groups]]\nn = 21\ncuts = [2, 4]\n"
+    )
     edge = tier_process(
         "serve",
         "--listen",
