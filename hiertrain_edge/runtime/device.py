@@ -335,6 +335,10 @@ class Board:
         if new is not None and not self.cloud_ok and new.uses_cloud(tier.num_units):
             new = None  # never switch onto a lost tier
         header = {"type": "step", "step": step, **self.last_step}
+        if choice.bw_de_mbps is not None:  # for the edge's status and metrics
+            header["bw_de_mbps"] = choice.bw_de_mbps
+        if choice.predicted_s is not None:
+            header["predicted_s"] = choice.predicted_s
         if new is not None and new != tier.schedule:
             old = tier.schedule
             self.edge.send({**header, "schedule": new.to_dict()})

@@ -207,6 +207,7 @@ class EdgeServer:
                     due = self.bw_ec.needs_probe() or (every > 0 and step % every == 0)
                     if cloud is not None and self.auto_plan and due:
                         probe(cloud, self.bw_ec, step)
+                        self.observe.set_bandwidth("edge_cloud", self.bw_ec.bandwidth_mbps or 0.0)
                         board.send(
                             {
                                 "type": "tiers",

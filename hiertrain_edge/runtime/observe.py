@@ -127,6 +127,11 @@ class EdgeObserver:
         loss, measured = _number(msg.get("prev_loss")), _number(msg.get("prev_measured_s"))
         self.status.step_done(step, edge_s)
         self.status.board_reported(loss, measured)
+        bw_de, predicted = _number(msg.get("bw_de_mbps")), _number(msg.get("predicted_s"))
+        if bw_de is not None:
+            self.set_bandwidth("device_edge", bw_de)
+        if predicted is not None:
+            self.set_predicted(predicted)
         if self.metrics is not None:
             self.metrics.steps.inc()
             self.metrics.step_seconds.observe(edge_s)

@@ -313,6 +313,8 @@ MESSAGES: dict[str, dict[str, tuple[bool, Check]]] = {
     "step": {
         "step": (True, STEP),
         "schedule": (False, plain()),  # present when the step starts a new schedule
+        "bw_de_mbps": (False, number()),  # the board's link estimate, for the edge's status
+        "predicted_s": (False, number()),
         "prev_loss": (False, number()),  # the board's previous step, for the edge's status
         "prev_measured_s": (False, number()),
     },
