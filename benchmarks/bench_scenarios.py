@@ -197,7 +197,7 @@ def run_one(scenario: Scenario, choice: str, flag: str, out: Path) -> dict[str, 
         result = run_scenario(scenario, out, schedule=flag, log_level="info")
     except HierTrainError as exc:
         log.error("%s / %s failed: %s", scenario.name, choice, str(exc).splitlines()[0])
-        return {"schedule": choice, "error": str(exc).splitlines()[0]}
+        return {"schedule": choice, "error": str(exc).splitlines()[0], "run_dir": str(out)}
     report = json.loads(Path(result.report_path).read_text()) if result.report_path else {}
     row = {
         "schedule": choice,
@@ -279,8 +279,8 @@ def bench_scenario(
 # --- report ------------------------------------------------------------------------------
 
 
-def _fmt(x: float | None, spec: str = ".3f") -> str:
-    return "n/a" if x is None or not math.isfinite(x) else format(x, spec)
+def _fmt(x: float | None, spec: str = ".3f", unit: str = "") -> str:
+    return "n/a" if x is None or not math.isfinite(x) else format(x, spec) + unit
 
 
 def predicted_of(row: dict[str, Any], fluctuating: bool) -> float | None:
@@ -328,7 +328,7 @@ def write_report(results: list[dict[str, Any]], out: Path, facts: dict[str, Any]
             f"| {res['scenario']} | "
             + " | ".join(_fmt(t.get(k)) for k in (PLANNED, *BASELINE_RUNS))
             + f" | {s['best_baseline'] or 'n/a'} | {_fmt(s['planned_vs_best'], '.2f')} | "
-            f"{_fmt(s['speedup_vs_cloud'], '.2f')}x | {_fmt(s['planned_abs_error'], '.1%')} | "
+            f"{_fmt(s['speedup_vs_cloud'], '.2f', 'x')} | {_fmt(s['planned_abs_error'], '.1%')} | "
             f"{_fmt(s['median_abs_error_all'], '.1%')} |"
         )
     lines += ["", "## Targets", ""]
@@ -383,7 +383,8 @@ def write_report(results: list[dict[str, Any]], out: Path, facts: dict[str, Any]
             used = sorted({i["schedule_id"] for i in planned["iterations"]})
             lines.append(
                 f"\nplanned run: {len(used)} schedule(s) used, "
-                f"{len(planned.get('schedule_changes', []))} switch(es)."
+                f"{len(planned.get('schedule_changes', []))} switch(es); most steps ran "
+                f"{most_used(planned)} (n:c1:c2)."
             )
         if (out / f"{res['scenario']}-timeline.png").exists():
             lines += ["", f"![timeline]({res['scenario']}-timeline.png)"]
