@@ -1,6 +1,8 @@
 """`benchmarks/bench_scenarios.py --quick`: the scenario benchmark end to end, as a smoke test.
 
-No speed assertions: only that the report, its rows and its plots are written.
+No speed assertions: only that the report, its rows and its plots are written. It takes
+about 3 minutes on a shared 2-core host (profiling, then three runs of real tiers), and is
+in the default run as the issue asks; it skips without root.
 """
 
 from __future__ import annotations
@@ -48,12 +50,7 @@ def test_bench_scenarios_quick_writes_the_report(tmp_path):
     assert "speedup vs cloud" in report
 
     results = json.loads((out / "results.json").read_text())["results"]
-    assert [r["schedule"] for r in results[0]["runs"]] == [
-        "planned",
-        "device",
-        "cloud",
-        "two-tier",
-    ]
+    assert [r["schedule"] for r in results[0]["runs"]] == ["planned", "cloud", "two-tier"]
     assert all(r["median_step_s"] > 0 for r in results[0]["runs"])
     for png in ("quick-thin-wan-bars.png", "predicted-vs-measured.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
