@@ -280,7 +280,7 @@ def _with(world, kind: str, tier: str, **changes: Any) -> tuple[dict[str, Any], 
         ("join", "edge", {"sample_shape": [1, -28]},
          "join.sample_shape[1]: expected an integer in 1..2147483647, got -28"),
         ("ready", "edge", {"pickle": b"cos\nsystem\n"},
-         "ready message has an unknown field 'pickle'; expected only job_id, step"),
+         "ready message has an unknown field 'pickle'; expected only gen, job_id, step"),
     ],
 )  # fmt: skip
 def test_schema_rejects_with_a_clear_error(world, kind, tier, changes, error):
