@@ -29,6 +29,7 @@ pytestmark = [
 
 def test_bench_scenarios_quick_writes_the_report(tmp_path):
     out = tmp_path / "bench"
+    before = set(_testbeds())
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--quick", "--out", str(out)],
         capture_output=True,
@@ -55,6 +56,10 @@ def test_bench_scenarios_quick_writes_the_report(tmp_path):
     for png in ("quick-thin-wan-bars.png", "predicted-vs-measured.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # nothing left behind
+    # nothing left behind (other runs' testbeds may come and go meanwhile)
+    assert not set(_testbeds()) - before
+
+
+def _testbeds() -> list[str]:
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert not any(n.startswith("hte") for n in names.split())
+    return [n for n in names.split() if n.startswith("hte")]
