@@ -23,7 +23,7 @@ lint: $(VENV)/.installed
 test: $(VENV)/.installed
 	bash .ci/system-deps.sh
 	$(MAKE) lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-slow: $(VENV)/.installed
 	bash .ci/system-deps.sh
