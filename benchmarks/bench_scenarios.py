@@ -443,7 +443,8 @@ def draw_plots(results: list[dict[str, Any]], out: Path) -> None:
     ax.set_xlabel("predicted step time (s)")
     ax.set_ylabel("measured step time (s)")
     ax.set_title("per step (planned) and per run median (baselines)", fontsize=9)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "predicted-vs-measured.png", dpi=100)
     plt.close(fig)
