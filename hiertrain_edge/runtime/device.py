@@ -260,6 +260,7 @@ class Board:
             }
         )
         final = self.edge.expect("model", steps, job.step_timeout_s)
+        self.edge.send({"type": "done", "step": steps})
         model = build_model(spec, job.seed)
         model.load_state_dict({k: v.clone() for k, v in final["state"].items()})
         if self.out_dir is not None:

@@ -724,4 +724,12 @@ class EdgeServer:
             cloud.send(final)
         if self.out_dir is not None:
             save_model(self.out_dir / "model.pt", job_dict, state, meta)
+        # Wait until the board has the model: over a slow uplink it may take a while to
+        # arrive, and an edge run with --once must not exit before.
+        try:
+            board.expect("done", step, self.job.step_timeout_s)
+        except (PeerLostError, RemoteAbort) as exc:
+            log.warning(
+                "job %s: board %s did not confirm the final model (%s)", job_id, self.board_id, exc
+            )
         log.info("job %s finished after %d steps; model gathered from all tiers", job_id, step)

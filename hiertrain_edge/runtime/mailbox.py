@@ -27,6 +27,7 @@ STEP_TRAFFIC = frozenset(
         "finish",
         "state",
         "model",
+        "done",
         "tiers",
         "probe",
         "probe_ack",

@@ -309,6 +309,7 @@ MESSAGES: dict[str, dict[str, tuple[bool, Check]]] = {
         "bw_ec_mbps": (False, optional(number())),
     },
     "ping": {"step": (False, STEP)},
+    "done": {"step": (True, STEP)},  # the board has the final model
     "pong": {"step": (False, STEP)},
     "step": {
         "step": (True, STEP),
