@@ -137,12 +137,6 @@ def summarize_report(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _has_command(name: str) -> bool:
-    from hiertrain_edge.cli.main import COMMAND_MODULES
-
-    return f"hiertrain_edge.cli.{name}" in COMMAND_MODULES
-
-
 def make_keys(keys_dir: Path, env: dict[str, str]) -> dict[str, list[str]]:
     """Fresh CurveZMQ keys for one run, made with `hiertrain-edge keys generate`.
 
@@ -232,14 +226,12 @@ def run_scenario(
     report_path.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
-    # Links off loopback need keys (or an explicit --insecure) once security is in.
-    security: dict[str, list[str]] = {}
-    if _has_command("keys"):
-        if scenario.run.secure:
-            shutil.rmtree(out / "keys", ignore_errors=True)
-            security = make_keys(out / "keys", env)
-        else:
-            security = {tier: ["--insecure"] for tier in TIER_ORDER}
+    # Links off loopback need keys, or an explicit --insecure.
+    if scenario.run.secure:
+        shutil.rmtree(out / "keys", ignore_errors=True)
+        security = make_keys(out / "keys", env)
+    else:
+        security = {tier: ["--insecure"] for tier in TIER_ORDER}
 
     testbed = Testbed(links=scenario.link_shapes(), cpus=scenario.cpu_shares())
     rate_log: list[dict[str, Any]] = []
