@@ -12,6 +12,7 @@ import torch
 from hiertrain_edge.errors import ConfigError
 
 FORMAT = "hiertrain-edge/model/1"
+CHECKPOINT_FORMAT = "hiertrain-edge/checkpoint/1"  # the edge's job snapshots
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -49,7 +50,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         blob = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for a bad file
         raise ConfigError(f"{p} is not a readable checkpoint: {exc}") from exc
-    if not isinstance(blob, dict) or blob.get("format") != "hiertrain-edge/checkpoint/1":
+    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(f"{p} is not a hiertrain-edge checkpoint")
     return blob
 

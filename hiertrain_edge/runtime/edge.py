@@ -18,7 +18,12 @@ from hiertrain_edge.errors import ConfigError, HierTrainError, PeerLostError
 from hiertrain_edge.planning.schedule import Group, Schedule
 from hiertrain_edge.planning.table import profile_hash
 from hiertrain_edge.runtime.bandwidth import BandwidthEstimator
-from hiertrain_edge.runtime.checkpoint import atomic_save, load_checkpoint, save_model
+from hiertrain_edge.runtime.checkpoint import (
+    CHECKPOINT_FORMAT,
+    atomic_save,
+    load_checkpoint,
+    save_model,
+)
 from hiertrain_edge.runtime.job import Job, load_job
 from hiertrain_edge.runtime.mailbox import Interrupt, Mailbox, RemoteAbort
 from hiertrain_edge.runtime.observe import EdgeObserver
@@ -35,7 +40,6 @@ CLOUD_SETUP_TIMEOUT_S = 60.0
 CLOUD_PROBE_EVERY_S = 2.0  # how often a lost cloud is asked whether it is back
 PROFILE_TIMEOUT_S = 300.0  # a quick profile takes seconds; a slow board, longer
 CHECKPOINT_FILE = "checkpoint.pt"
-CHECKPOINT_FORMAT = "hiertrain-edge/checkpoint/1"
 
 
 def without_cloud(schedule: Schedule, num_units: int) -> Schedule:
