@@ -18,22 +18,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def tier_argv(*args: str) -> list[str]:
+    """`hiertrain-edge ARGS` as a command line."""
+    return [sys.executable, "-m", "hiertrain_edge", *args]
+
+
+def tier_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a tier process: unbuffered output, one torch thread."""
+    return {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
+        **(env or {}),
+    }
+
+
 def tier_process(
     *args: str, log: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.Popen:
     """Start `hiertrain-edge ARGS` as its own process, one torch thread."""
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(
-        [sys.executable, "-m", "hiertrain_edge", *args],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        env={
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
-            **(env or {}),
-        },
+        tier_argv(*args), stdout=out, stderr=subprocess.STDOUT, env=tier_env(env)
     )
 
 

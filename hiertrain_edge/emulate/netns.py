@@ -436,6 +436,17 @@ class Testbed:
         self._shape(link, direction, mbps)
         log.info("link %s %s now %g Mbit/s", link, direction, mbps)
 
+    def set_link(self, link: str, up: bool) -> None:
+        """Cut `link` (both veth ends down: every packet is dropped, no reset is sent, as
+        when a cable is pulled) or restore it; its addresses and shaping survive."""
+        if link not in LINKS:
+            raise ConfigError(f"unknown link {link!r}; expected one of {', '.join(LINKS)}")
+        if not self._up:
+            raise EmulationError(f"testbed {self.prefix} is not up")
+        for tier in LINKS[link]:
+            self._ip(tier, "link", "set", self.iface(link, tier), "up" if up else "down")
+        log.info("link %s %s", link, "restored" if up else "cut")
+
     def set_cpus(self, tier: str, cpus: float) -> None:
         """Change a tier's CPU share now; the tier must have been given one at start."""
         if tier not in self._cgroups or self._cpu is None:

@@ -1,0 +1,84 @@
+"""The edge<->cloud link is cut (both veth ends down, as when a cable is pulled) for longer
+than the liveness bound: the board trains on without the cloud and uses it again once the
+link is back. Real TCP between three network namespaces, CurveZMQ on."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from degrade_checks import (
+    LIVENESS_S,
+    SETTINGS,
+    SILENT_S,
+    check_cloud_lost_and_back,
+    wait_for_checkpoints,
+)
+from tierprocs import stop, tier_argv, tier_env
+
+from hiertrain_edge.emulate.runner import make_keys
+from hiertrain_edge.runtime.demo import write_job_file
+
+pytestmark = pytest.mark.netns
+
+CLOUD_PORT, EDGE_PORT = 47920, 47910
+
+
+def test_link_cut_without_cloud_then_readmit(tmp_path, mnist, netns_testbed):
+    tb = netns_testbed
+    train = mnist.subset(0, 480)
+    data = tmp_path / "train.npz"
+    np.savez(data, x=train.x.numpy(), y=train.y.numpy())
+    job = write_job_file(tmp_path / "job.toml", SETTINGS)
+    env = tier_env({"HIERTRAIN_EDGE_LIVENESS_S": str(LIVENESS_S)})
+    keys = make_keys(tmp_path / "keys", env)
+    report = tmp_path / "report.json"
+
+    def start(tier: str, *args: str) -> subprocess.Popen:
+        log = open(tmp_path / f"{tier}.log", "w")  # noqa: SIM115
+        argv = tier_argv(*args, "--threads", "1", *keys[tier])
+        return tb.popen(tier, argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    cloud_at = tb.address("cloud")
+    cloud = start("cloud", "cloud", "--listen", f"tcp://{cloud_at}:{CLOUD_PORT}")
+    edge = start(
+        "edge",
+        "serve",
+        "--job",
+        str(job),
+        "--listen",
+        f"tcp://{tb.address('edge')}:{EDGE_PORT}",
+        "--cloud",
+        f"{cloud_at}:{CLOUD_PORT}",
+        "--once",
+        "--out",
+        str(tmp_path / "edge"),
+    )
+    board = start(
+        "device",
+        "join",
+        f"{tb.address('edge')}:{EDGE_PORT}",
+        "--data",
+        str(data),
+        "--test-fraction",
+        "0",
+        "--out",
+        str(tmp_path / "device"),
+        "--report",
+        str(report),
+    )
+    try:
+        deadline = time.monotonic() + 300
+        wait_for_checkpoints(tmp_path / "edge" / "checkpoint.pt", deadline)
+        tb.set_link("ec", up=False)
+        cut = time.monotonic()
+        time.sleep(SILENT_S)
+        tb.set_link("ec", up=True)
+        assert board.wait(timeout=max(1, deadline - time.monotonic())) == 0
+    finally:
+        for p in (board, edge, cloud):
+            stop(p)
+    assert time.monotonic() - cut > SILENT_S
+    check_cloud_lost_and_back(tmp_path, train, report)
