@@ -1,0 +1,136 @@
+"""The vectorised evaluator (planning/fastcost.py) predicts exactly what the cost model
+(planning/cost.py) predicts, for random schedules on several models and links; a change
+to cost.py that fastcost.py does not mirror fails here."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+from plan_fixtures import three_profiles, tiny_spec
+from table_fixtures import SMALL_FACTS
+
+from hiertrain_edge.planning.cost import CostModel, Links
+from hiertrain_edge.planning.fastcost import FastCost, canonical
+from hiertrain_edge.planning.schedule import Group, Schedule
+from hiertrain_edge.profiling import ModelFacts, load_profile
+from hiertrain_edge.profiling.measure import model_facts
+
+# VGG-11's sizes, as model_facts(get_model("vgg11")) gives them, written out to skip torch.
+VGG11_FACTS = ModelFacts(
+    name="vgg11",
+    num_units=16,
+    input_bytes=12288,
+    out_bytes=(262144, 65536, 131072, 32768, 65536, 65536, 16384, 32768, 32768, 8192, 8192,
+               8192, 2048, 2048, 2048, 40),
+    param_bytes=(7168, 0, 295424, 0, 1180672, 2360320, 0, 4720640, 9439232, 0, 9439232,
+                 9439232, 0, 1050624, 1050624, 20520),
+    buffer_bytes=(0,) * 16,
+    flops=(3538944, 0, 37748736, 0, 37748736, 75497472, 0, 37748736, 75497472, 0, 18874368,
+           18874368, 0, 524288, 524288, 10240),
+    saved_bytes=(274432, 393216, 196608, 196608, 98304, 131072, 98304, 49152, 65536, 49152,
+                 16384, 16384, 12288, 4096, 4096, 2048),
+)  # fmt: skip
+REAL = {"device": "rpi4", "edge": "x86_edge", "cloud": "gpu_cloud"}
+LINKS = [
+    Links.symmetric(1, 5, 0.002, 0.02),
+    Links.symmetric(10, 50, 0.002, 0.02),
+    Links.symmetric(100, 500, 0.0, 0.0),
+    Links(3.0, 7.0, 40.0, 900.0, 0.004, 0.03),  # every direction its own rate
+    Links.symmetric(0, 10, 0.002, 0.02),  # device<->edge down
+    Links.symmetric(10, 0, 0.002, 0.02),  # edge<->cloud down
+    Links.symmetric(0, 0),
+]
+
+
+def random_schedule(rng: random.Random, num_units: int) -> Schedule:
+    """1 to 3 groups with random cuts (often device-only, edge-terminal or at 0) and
+    random sizes adding up to a random batch."""
+    k = rng.randint(1, 3)
+    groups = []
+    for _ in range(k):
+        c2 = rng.choice([rng.randint(0, num_units), num_units, 0])
+        c1 = rng.choice([rng.randint(0, c2), 0, c2])
+        if rng.random() < 0.15:
+            c1 = c2 = num_units
+        groups.append(Group(rng.randint(1, 40), c1, c2))
+    return Schedule(tuple(groups))
+
+
+def fast_predict(fast: FastCost, schedule: Schedule) -> tuple[float, bool]:
+    cuts = [(g.c1, g.c2) for g in schedule.groups]
+    order = canonical(cuts, fast.num_units)
+    c1 = np.full((3, 1), -1)
+    c2 = np.full((3, 1), -1)
+    ns = np.zeros((3, 1, 1))
+    for slot, i in enumerate(order):
+        c1[slot, 0], c2[slot, 0] = cuts[i]
+        ns[slot, 0, 0] = schedule.groups[i].n
+    fits = bool(fast.fits_memory(c1, c2, ns)[0, 0])
+    return float(fast.step_time(c1, c2, ns)[0, 0]), fits
+
+
+@pytest.mark.parametrize(
+    "facts, profiles",
+    [
+        (SMALL_FACTS, "real"),
+        (VGG11_FACTS, "real"),
+        (model_facts(tiny_spec()), "test"),
+        (model_facts(tiny_spec()), "tight"),
+    ],
+    ids=["small_cnn", "vgg11", "tiny4", "tiny4-tight-memory"],
+)
+def test_fastcost_equals_cost_model_on_random_schedules(facts, profiles):
+    if profiles == "real":
+        profs = {t: load_profile(name) for t, name in REAL.items()}
+    else:
+        profs = three_profiles(memory=10**9 if profiles == "test" else 60_000)
+    rng = random.Random(hash(facts.name) % 1000)
+    checked = infinite = unfit = 0
+    for links in LINKS:
+        model = CostModel.build(facts, profs, links)
+        fast = FastCost(model)
+        for _ in range(120):
+            schedule = random_schedule(rng, facts.num_units)
+            want = model.predict(schedule)
+            cuts = [(g.c1, g.c2) for g in schedule.groups]
+            want_fits = bool(model.fits_memory(cuts, [g.n for g in schedule.groups]))
+            got, fits = fast_predict(fast, schedule)
+            assert fits == want_fits, schedule.describe()
+            unfit += not fits
+            if math.isinf(want):
+                assert math.isinf(got), (schedule.describe(), links)
+                infinite += 1
+            else:
+                assert got == pytest.approx(want, rel=1e-9, abs=0), (schedule.describe(), links)
+            checked += 1
+    assert checked == 7 * 120
+    assert infinite > 50  # the down links were exercised
+    if profiles == "tight":
+        assert unfit > 20  # and the memory check
+
+
+def test_fastcost_batch_equals_one_by_one():
+    """Many tuples and sizes in one batch give the same times as one at a time."""
+    profs = {t: load_profile(name) for t, name in REAL.items()}
+    model = CostModel.build(VGG11_FACTS, profs, Links.symmetric(20, 80, 0.002, 0.02))
+    fast = FastCost(model)
+    rng = random.Random(7)
+    schedules = [random_schedule(rng, 16) for _ in range(50)]
+    c1 = np.full((3, 50), -1)
+    c2 = np.full((3, 50), -1)
+    ns = np.zeros((3, 50, 1))
+    for t, s in enumerate(schedules):
+        cuts = [(g.c1, g.c2) for g in s.groups]
+        for slot, i in enumerate(canonical(cuts, 16)):
+            c1[slot, t], c2[slot, t] = cuts[i]
+            ns[slot, t, 0] = s.groups[i].n
+    got = fast.evaluate(c1, c2, ns)[:, 0]
+    want = [model.predict(s) if model.fits_memory(*_cuts_ns(s)) else math.inf for s in schedules]
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+def _cuts_ns(s: Schedule):
+    return [(g.c1, g.c2) for g in s.groups], [g.n for g in s.groups]
