@@ -1,28 +1,36 @@
 """The scenario benchmark: the planned schedule against the baselines in the emulated testbed.
 
-    sudo python benchmarks/bench_scenarios.py [--quick] [--out DIR] [--scenarios NAME ...]
-        [--steps N] [--fluctuating-steps N]
+    sudo python benchmarks/bench_scenarios.py [--quick] [--out DIR] [--models NAME ...]
+        [--runs NAME ...] [--no-fluctuating]
 
-For each scenario (default: every shipped one) the real `cloud`, `serve` and `join` run
-inside the testbed (hiertrain_edge.emulate) once per schedule:
+The real `cloud`, `serve` and `join` run inside the testbed (hiertrain_edge.emulate), in
+the tiers' CPU shares of the shipped scenarios (device 1/4 core, edge 1 core, cloud 2
+cores), once per schedule and model:
 
 - planned: the job has no fixed schedule, so the runtime plans by itself (the tiers profile
   themselves, the edge builds the schedule table, the board picks each step's schedule
-  from its probed bandwidths); its report carries predicted_s for every step;
+  from its probed bandwidths); its report carries the runtime's predicted_s for every step;
 - device, edge, cloud: the whole model on one tier;
-- two-tier: the planner's best two-tier split (planning.plan's `best_two_tier` baseline)
-  for the scenario's initial link rates.
+- two-tier: the planner's best two-tier split for each cell's rates (planning.plan's
+  `best_two_tier` baseline; cells that share a split share a run).
 
-The two-tier split and the baselines' predicted step times come from profiles this
-benchmark measures itself, one tier at a time, inside that tier's namespace and CPU share
-(`quick_profile`, the same call the runtime makes). The planned run's predictions are the
-runtime's own.
+A bandwidth grid (device<->edge x edge<->cloud rates) is one *sweep* per schedule: after a
+warm-up at fast rates, the links step through the cells, `segment_s` each, with the clock
+starting when training does (scenario `changes_from = "training"`), and every step is
+assigned to the cell it ran in (its start from the sum of the earlier steps' measured_s;
+steps within GUARD_S of a change are left out). So one start-up (processes, profiling,
+table) serves every cell. The shipped fixed-rate scenarios (thin-wan, good-wan,
+weak-uplink) are cells of the grid; the fluctuating scenario runs on its own, every
+schedule over one cycle of its rate changes.
 
-DIR/report.md holds, per scenario, the median measured step time (first step left out) of
-every schedule, the speedup over cloud-only, the median |measured/predicted - 1| and the
-issue's targets, met or missed; DIR/*.png the plots; DIR/results.json every number;
-DIR/<scenario>/<schedule>/ each run's logs and report. `--quick` is the smoke variant:
-one small scenario, a few steps, small_cnn.
+Baselines' predictions come from profiles this benchmark measures itself inside each
+tier's namespace and CPU share (`quick_profile`, the same call the runtime makes), at the
+cell's rates, with the scenario's delays only where the kernel has netem. The planned
+run's predictions are the runtime's own.
+
+DIR/report.md holds the tables and the issue's targets, met or missed; DIR/*.png the
+plots; DIR/results.json every number; DIR/<model>/<run>/ each run's logs and report.
+`--quick` is the CI smoke variant: small_cnn, two cells, three schedules.
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -48,46 +58,62 @@ from hiertrain_edge.emulate.scenario import (  # noqa: E402
     Scenario,
     load_scenario,
     scenario_from_dict,
-    shipped_scenarios,
 )
 from hiertrain_edge.errors import HierTrainError  # noqa: E402
 from hiertrain_edge.planning.cost import Links, predict  # noqa: E402
 from hiertrain_edge.planning.planner import plan  # noqa: E402
 from hiertrain_edge.planning.schedule import Schedule  # noqa: E402
+from hiertrain_edge.profiling.measure import CPU_SHARE_ENV  # noqa: E402
 from hiertrain_edge.profiling.profile import parse_profile  # noqa: E402
 
 log = logging.getLogger("bench_scenarios")
 
 PLANNED = "planned"
 BASELINE_RUNS = ("device", "edge", "cloud", "two-tier")
-FLUCTUATING = "fluctuating-uplink"
+ALL_RUNS = (PLANNED, *BASELINE_RUNS)
 NEAR_BEST_TOLERANCE = 0.05  # planned may be at most 5% slower than the best baseline
 THIN_WAN_SPEEDUP_TARGET = 3.0
 PREDICTION_ERROR_TARGET = 0.15
-PROFILE_TIMEOUT_S = 600.0
+PROFILE_TIMEOUT_S = 900.0
+FAST_MBPS = 1000.0  # warm-up and final-model delivery run at this rate on both links
+GUARD_S = 1.0  # steps that start this soon after a rate change are left out
+STEPS_MARGIN = 1.3  # steps for a sweep: predicted duration x this (cells lost if short)
+PROBE_EVERY_S = 2.0  # the planned run re-probes its link about this often
+STOP_AFTER_BOARD_S = 3.0  # an idle tier (the cloud of device-only) is stopped this soon
+TIERS_SCENARIO = "thin-wan"  # the shipped scenario whose tiers (CPU shares) every run uses
+FLUCTUATING = "fluctuating-uplink"
 
-# --quick: the thin WAN with a small batch and few steps.
-QUICK_SCENARIO = {
-    "name": "quick-thin-wan",
-    "description": "smoke test: slow board on a LAN edge, thin WAN to a faster cloud",
-    "timeout_s": 240,
-    "job": {"model": "small_cnn", "batch_size": 32, "steps": 4, "seed": 0},
-    "run": {"schedule": "planned", "secure": False, "test_fraction": 0.05},
-    "tiers": {
-        "device": {"cpus": 0.25, "threads": 1},
-        "edge": {"cpus": 1.0, "threads": 1},
-        "cloud": {"cpus": 1.0, "threads": 1},
+# The grid: (up, down) Mbit/s per link; "up" is toward the cloud.
+DE_RATES = {"2/10": (2.0, 10.0), "20": (20.0, 20.0), "100": (100.0, 100.0)}
+EC_RATES = {"5/20": (5.0, 20.0), "100": (100.0, 100.0), "200": (200.0, 200.0)}
+# The shipped fixed-rate scenarios are cells of the grid.
+NAMED_CELLS = {
+    "thin-wan": ("100", "5/20"),
+    "good-wan": ("100", "200"),
+    "weak-uplink": ("2/10", "100"),
+}
+
+# Per model: batch size, cells, seconds per cell, warm-up seconds. The big models take
+# seconds per step on a quarter core, so they get a small batch and the named cells only.
+MODELS: dict[str, dict[str, Any]] = {
+    "small_cnn": {"batch_size": 64, "cells": "grid", "segment_s": 6.0, "warmup_s": 4.0},
+    "vgg11": {
+        "batch_size": 16,
+        "cells": ["thin-wan", "weak-uplink"],
+        "segment_s": 14.0,
+        "warmup_s": 8.0,
     },
-    "links": {
-        "de": {"up_mbps": 100, "down_mbps": 100},
-        "ec": {"up_mbps": 5, "down_mbps": 20},
+    "mobilenetv2": {
+        "batch_size": 16,
+        "cells": ["thin-wan", "weak-uplink"],
+        "segment_s": 14.0,
+        "warmup_s": 8.0,
     },
 }
+QUICK_MODEL = {"batch_size": 32, "cells": ["thin-wan", "weak-uplink"], "segment_s": 4.0,
+               "warmup_s": 3.0}  # fmt: skip
 QUICK_RUNS = (PLANNED, "cloud", "two-tier")
-# A tier that is not in the schedule (the cloud of device-only) waits for a job that never
-# comes; the runner stops it after this long instead of its default 30 s.
-STOP_AFTER_BOARD_S = 3.0
-CYCLE_GAP_S = 15.0  # repeated rate changes: the cycle restarts this long after its last change
+SYNTHETIC_SAMPLES = 1024  # the 3x32x32 models train on seeded random images
 
 PROFILE_SCRIPT = """
 import json, sys, torch
@@ -101,103 +127,96 @@ open(out, "w").write(p.model_dump_json())
 """
 
 
-# --- profiles and the planner's view -----------------------------------------------------
+# --- cells and profiles --------------------------------------------------------------------
 
 
-def profile_tiers(scenario: Scenario, out: Path, together: bool = False) -> dict[str, Any]:
-    """Each tier's profile, measured inside its namespace and CPU share, one at a time
-    (`together`: all three at once, faster but contended on a small host)."""
+def cell_name(de: str, ec: str) -> str:
+    return f"de {de} x ec {ec}"
+
+
+def cells_of(model_cfg: dict[str, Any]) -> list[tuple[str, str]]:
+    if model_cfg["cells"] == "grid":
+        return [(de, ec) for de in DE_RATES for ec in EC_RATES]
+    return [NAMED_CELLS[n] for n in model_cfg["cells"]]
+
+
+def named(de: str, ec: str) -> str | None:
+    return next((n for n, c in NAMED_CELLS.items() if c == (de, ec)), None)
+
+
+def cell_links(de: str, ec: str, latency: tuple[float, float]) -> Links:
+    (du, dd), (eu, ed) = DE_RATES[de], EC_RATES[ec]
+    return Links(du, dd, eu, ed, *latency)
+
+
+def profile_tiers(scenario: Scenario, out: Path) -> tuple[dict[str, Any], bool]:
+    """Each tier's profile, measured inside its namespace and CPU share: device and edge
+    together (1.25 cores of 2), then the cloud alone (2 threads); and whether the kernel
+    has netem (else the scenario's delays are not applied)."""
     out.mkdir(parents=True, exist_ok=True)
     script = out / "profile_tier.py"
     script.write_text(PROFILE_SCRIPT)
     testbed = Testbed(links=scenario.link_shapes(), cpus=scenario.cpu_shares())
-    tiers = ("device", "edge", "cloud")
     with testbed:
-        procs = {}
-        for tier in tiers:
-            threads = scenario.tier(tier).threads
-            argv = [sys.executable, str(script), json.dumps(scenario.job)]
-            argv += [str(threads), tier, str(out / f"{tier}.profile.json")]
-            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
-            procs[tier] = testbed.popen(tier, argv, env=env)
-            if not together:
-                procs[tier].wait(timeout=PROFILE_TIMEOUT_S)
-        for tier, proc in procs.items():
-            if proc.wait(timeout=PROFILE_TIMEOUT_S) != 0:
-                raise HierTrainError(f"profiling the {tier} failed (exit {proc.returncode})")
-    return {
-        t: parse_profile(json.loads((out / f"{t}.profile.json").read_text()), t) for t in tiers
+        for batch in (("device", "edge"), ("cloud",)):
+            procs = {}
+            for tier in batch:
+                threads = scenario.tier(tier).threads
+                argv = [sys.executable, str(script), json.dumps(scenario.job)]
+                argv += [str(threads), tier, str(out / f"{tier}.profile.json")]
+                env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
+                if scenario.tier(tier).cpus is not None:
+                    env[CPU_SHARE_ENV] = str(scenario.tier(tier).cpus)
+                procs[tier] = testbed.popen(tier, argv, env=env)
+            for tier, proc in procs.items():
+                if proc.wait(timeout=PROFILE_TIMEOUT_S) != 0:
+                    raise HierTrainError(f"profiling the {tier} failed (exit {proc.returncode})")
+        netem = bool(testbed.netem)
+    profiles = {
+        t: parse_profile(json.loads((out / f"{t}.profile.json").read_text()), t)
+        for t in ("device", "edge", "cloud")
     }
+    return profiles, netem
 
 
-def profile_key(scenario: Scenario) -> str:
-    job = scenario.the_job()
-    tiers = {t: scenario.tier(t).model_dump() for t in ("device", "edge", "cloud")}
-    return json.dumps([job.model, job.batch_size, tiers], sort_keys=True)
-
-
-def initial_links(scenario: Scenario) -> Links:
-    shapes = scenario.link_shapes()
-    de, ec = shapes["de"], shapes["ec"]
-    return Links(
-        de.up_mbps, de.down_mbps, ec.up_mbps, ec.down_mbps, de.delay_ms / 1e3, ec.delay_ms / 1e3
-    )
-
-
-def repeat_changes(scenario: Scenario) -> Scenario:
-    """The scenario's rate changes repeated as a cycle until its timeout, with the initial
-    rates restored at the start of every cycle, so that a run whose steps start late (the
-    planned one profiles first) still trains through the changes."""
-    if not scenario.changes:
-        return scenario
-    first = scenario.timeline()
-    period = first[-1].at_s + CYCLE_GAP_S
-    shapes = scenario.link_shapes()
-    reset = [
-        {"at_s": 0.0, "link": n, "up_mbps": shapes[n].up_mbps, "down_mbps": shapes[n].down_mbps}
-        for n in sorted({c.link for c in first})
-    ]
-    changes, k = [], 0
-    while k * period < scenario.timeout_s:
-        for c in [*(reset if k else []), *(c.model_dump() for c in first)]:
-            changes.append({**c, "at_s": c["at_s"] + k * period})
-        k += 1
-    return scenario_from_dict({**scenario.model_dump(), "changes": changes}, scenario.name)
-
-
-def most_used(row: dict[str, Any]) -> str | None:
-    """The flag of the schedule a run used for most of its steps."""
-    known = {}
-    if row.get("report_schedule"):
-        first = Schedule.from_dict(row["report_schedule"])
-        known[first.schedule_id()] = first
-    for change in row.get("schedule_changes", []):
-        for key in ("from_schedule", "to_schedule"):
-            if change.get(key):
-                sched = Schedule.from_dict(change[key])
-                known[sched.schedule_id()] = sched
-    ids = [it["schedule_id"] for it in row.get("iterations", [])]
-    if not ids:
-        return None
-    top = max(set(ids), key=ids.count)
-    return schedule_flag(known[top]) if top in known else None
+def synthetic_data(out: Path, shape: tuple[int, ...]) -> str:
+    """Seeded random uint8 images and labels, as an .npz the board can load."""
+    path = out / f"synthetic-{'x'.join(map(str, shape))}.npz"
+    if not path.exists():
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, size=(SYNTHETIC_SAMPLES, *shape), dtype=np.uint8)
+        y = rng.integers(0, 10, size=SYNTHETIC_SAMPLES, dtype=np.int64)
+        out.mkdir(parents=True, exist_ok=True)
+        np.savez(path, x=x, y=y)
+    return str(path)
 
 
 def schedule_flag(schedule: Schedule) -> str:
     return ",".join(f"{g.n}:{g.c1}:{g.c2}" for g in schedule.groups)
 
 
-# --- one scenario ------------------------------------------------------------------------
+def fixed_flags(num_units: int, batch: int) -> dict[str, str]:
+    n = num_units
+    return {"device": f"{batch}:{n}:{n}", "edge": f"{batch}:0:{n}", "cloud": f"{batch}:0:0"}
+
+
+def _pred(flag: str, spec: Any, profiles: dict[str, Any], links: Links) -> float | None:
+    t = predict(Schedule.parse(flag), spec, profiles, links)
+    return t if math.isfinite(t) else None
+
+
+# --- one run ---------------------------------------------------------------------------------
 
 
 def run_one(scenario: Scenario, choice: str, flag: str, out: Path) -> dict[str, Any]:
-    """Run one schedule; the run's numbers, or its error."""
+    """Run one schedule; the run's numbers, or its error (the benchmark goes on)."""
     t0 = time.monotonic()
     try:
         result = run_scenario(scenario, out, schedule=flag, log_level="info")
     except HierTrainError as exc:
-        log.error("%s / %s failed: %s", scenario.name, choice, str(exc).splitlines()[0])
-        return {"schedule": choice, "error": str(exc).splitlines()[0], "run_dir": str(out)}
+        reason = failure_reason(str(exc))
+        log.error("%s / %s failed: %s", scenario.name, choice, reason)
+        return {"schedule": choice, "error": reason, "run_dir": str(out)}
     report = json.loads(Path(result.report_path).read_text()) if result.report_path else {}
     row = {
         "schedule": choice,
@@ -208,6 +227,8 @@ def run_one(scenario: Scenario, choice: str, flag: str, out: Path) -> dict[str, 
         "steps": result.steps,
         "wall_s": round(time.monotonic() - t0, 1),
         "run_dir": str(out),
+        "timeline_origin_s": result.timeline_origin_s,
+        "rate_log": result.rate_log,
         "iterations": report.get("iterations", []),
         "schedule_changes": report.get("schedule_changes", []),
         "report_schedule": report.get("schedule"),
@@ -223,178 +244,536 @@ def run_one(scenario: Scenario, choice: str, flag: str, out: Path) -> dict[str, 
     return row
 
 
-def bench_scenario(
-    scenario: Scenario, runs: tuple[str, ...], profiles: dict[str, Any], out: Path
-) -> dict[str, Any]:
-    spec = scenario.the_job().spec()
-    batch = scenario.the_job().batch_size
-    links = initial_links(scenario)
-    p = plan(spec, profiles, links, batch)
-    n = spec.num_units
-    flags = {
-        PLANNED: PLANNED,
-        "device": "device",
-        "edge": "edge",
-        "cloud": "cloud",
-    }
-    two = p.baseline_schedules.get("best_two_tier")
-    if two is not None:
-        flags["two-tier"] = schedule_flag(two)
-    offline = {
-        "device": f"{batch}:{n}:{n}",
-        "edge": f"{batch}:0:{n}",
-        "cloud": f"{batch}:0:0",
-        "two-tier": flags.get("two-tier"),
-    }
-    rows = []
-    for choice in runs:
-        if choice not in flags:
-            rows.append({"schedule": choice, "error": "the planner found no feasible split"})
-            continue
-        row = run_one(scenario, choice, flags[choice], out / choice.replace(":", "_"))
-        # The offline prediction from our own profiles and the initial link rates.
-        sched = offline.get(choice) if choice != PLANNED else most_used(row)
-        if sched is not None:
-            t = predict(Schedule.parse(sched), spec, profiles, links)
-            row["offline_predicted_s"] = t if math.isfinite(t) else None
-        rows.append(row)
+def failure_reason(text: str) -> str:
+    """The runner's first line plus the last error a tier logged (the why)."""
+    lines = text.splitlines()
+    for line in reversed(lines[1:]):
+        if "error:" in line or " ERROR " in line:
+            return f"{lines[0]}: {line.strip()[:240]}"
+    return lines[0] if lines else text
+
+
+def known_schedules(row: dict[str, Any]) -> dict[str, Schedule]:
+    known = {}
+    if row.get("report_schedule"):
+        first = Schedule.from_dict(row["report_schedule"])
+        known[first.schedule_id()] = first
+    for change in row.get("schedule_changes", []):
+        for key in ("from_schedule", "to_schedule"):
+            if change.get(key):
+                sched = Schedule.from_dict(change[key])
+                known[sched.schedule_id()] = sched
+    return known
+
+
+def step_windows(row: dict[str, Any]) -> list[tuple[float, float, dict[str, Any]]]:
+    """(start, end, iteration) per step, in seconds on the changes' clock."""
+    t, out = 0.0, []
+    for it in row.get("iterations", []):
+        out.append((t, t + it["measured_s"], it))
+        t += it["measured_s"]
+    return out
+
+
+def split_by_cell(
+    row: dict[str, Any], windows: list[tuple[str, float, float]]
+) -> dict[str, list[dict[str, Any]]]:
+    """The steps of a sweep run that ran wholly inside each cell's window (after GUARD_S)."""
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in windows}
+    for start, end, it in step_windows(row):
+        for name, lo, hi in windows:
+            if start >= lo + GUARD_S and end <= hi:
+                out[name].append(it)
+    return out
+
+
+def cell_numbers(its: list[dict[str, Any]], known: dict[str, Schedule]) -> dict[str, Any]:
+    if not its:
+        return {"steps": 0, "median_step_s": None}
+    ids = [it["schedule_id"] for it in its]
+    top = max(set(ids), key=ids.count)
+    pairs = [(it["measured_s"], it["predicted_s"]) for it in its if it.get("predicted_s")]
     return {
-        "scenario": scenario.name,
-        "description": scenario.description,
-        "model": spec.name,
-        "batch_size": batch,
-        "steps": scenario.the_job().steps,
-        "links": links.__dict__ if hasattr(links, "__dict__") else str(links),
-        "changes": len(scenario.changes),
-        "plan": {
-            "schedule": p.schedule.describe(),
-            "predicted_s": p.predicted_s,
-            "baselines": {k: (v if math.isfinite(v) else None) for k, v in p.baselines.items()},
-            "best_two_tier": two.describe() if two is not None else None,
-        },
-        "runs": rows,
+        "steps": len(its),
+        "median_step_s": statistics.median(it["measured_s"] for it in its),
+        "runtime_predicted_s": statistics.median(p for _, p in pairs) if pairs else None,
+        "runtime_abs_error": (
+            statistics.median(abs(m / p - 1) for m, p in pairs) if pairs else None
+        ),
+        "schedule_used": schedule_flag(known[top]) if top in known else None,
+        "schedules_used": len(set(ids)),
     }
 
 
-# --- report ------------------------------------------------------------------------------
+# --- sweeps ----------------------------------------------------------------------------------
 
 
-def _fmt(x: float | None, spec: str = ".3f", unit: str = "") -> str:
-    return "n/a" if x is None or not math.isfinite(x) else format(x, spec) + unit
+def sweep_scenario(
+    base: Scenario,
+    model: str,
+    cfg: dict[str, Any],
+    cells: list[tuple[str, str]],
+    steps: int,
+    data: str | None,
+    probe_every: int,
+    name: str,
+) -> tuple[Scenario, list[tuple[str, float, float]]]:
+    """`base`'s tiers, fast links for the warm-up, then each cell for segment_s, then fast
+    links again (the final model's delivery); the cells' windows on the changes' clock."""
+    seg, warm = cfg["segment_s"], cfg["warmup_s"]
+    changes, windows = [], []
+    for k, (de, ec) in enumerate(cells):
+        at = warm + k * seg
+        (du, dd), (eu, ed) = DE_RATES[de], EC_RATES[ec]
+        changes.append({"at_s": at, "link": "de", "up_mbps": du, "down_mbps": dd})
+        changes.append({"at_s": at, "link": "ec", "up_mbps": eu, "down_mbps": ed})
+        windows.append((cell_name(de, ec), at, at + seg))
+    end = warm + len(cells) * seg
+    for link in ("de", "ec"):
+        changes.append({"at_s": end, "link": link, "up_mbps": FAST_MBPS, "down_mbps": FAST_MBPS})
+    fast = {"up_mbps": FAST_MBPS, "down_mbps": FAST_MBPS}
+    job = {
+        "model": model,
+        "batch_size": cfg["batch_size"],
+        "steps": steps,
+        "seed": 0,
+        # Snapshots only at step 0 (in the warm-up): a periodic 39 MB snapshot of VGG-11
+        # over a 2 Mbit/s uplink is not a step's cost.
+        "checkpoint_every": steps + 1,
+        "probe_every_steps": probe_every,
+    }
+    run = {**base.run.model_dump(), "changes_from": "training", "test_fraction": 0.0}
+    if data:
+        run["data"] = data
+    scn = scenario_from_dict(
+        {
+            "name": name,
+            "description": f"{model}: {len(cells)} cell(s) of {seg:g} s after {warm:g} s warm-up",
+            "timeout_s": 600 + 3 * end,
+            "job": job,
+            "run": run,
+            "tiers": {t: s.model_dump() for t, s in base.tiers.items()},
+            "links": {"de": fast, "ec": fast},
+            "changes": changes,
+        },
+        name,
+    )
+    return scn, windows
 
 
-def predicted_of(row: dict[str, Any], fluctuating: bool) -> float | None:
-    """The prediction a run is judged against: the runtime's own where it planned, else the
-    offline one (not for fixed schedules under changing rates: one rate does not hold)."""
-    if row.get("runtime_predicted_s"):
-        return row["runtime_predicted_s"]
-    return None if fluctuating else row.get("offline_predicted_s")
+def sweep_steps(preds: list[float | None], cfg: dict[str, Any], fast: float | None) -> int:
+    """Steps that cover the warm-up and every cell at the predicted step times, x margin."""
+    total = cfg["warmup_s"] / (fast or 0.1)
+    for p in preds:
+        total += cfg["segment_s"] / max(p or 1.0, 1e-3)
+    return int(math.ceil(total * STEPS_MARGIN)) + 2
 
 
-def summarize(result: dict[str, Any]) -> dict[str, Any]:
-    runs = {r["schedule"]: r for r in result["runs"]}
-    fluct = result["changes"] > 0
+def bench_model(
+    model: str,
+    cfg: dict[str, Any],
+    base: Scenario,
+    runs: tuple[str, ...],
+    out: Path,
+) -> dict[str, Any]:
+    """Every schedule of `runs` over the model's cells; per cell, every run's numbers."""
+    batch = cfg["batch_size"]
+    probe_scn = scenario_from_dict(
+        {**base.model_dump(), "job": {"model": model, "batch_size": batch, "steps": 1}}, model
+    )
+    spec = probe_scn.the_job().spec()
+    data = None
+    if tuple(spec.input_shape) != (1, 28, 28):
+        data = synthetic_data(out.parent / "data", tuple(spec.input_shape))
+    log.info("%s: profiling the tiers in their CPU shares", model)
+    t0 = time.monotonic()
+    profiles, netem = profile_tiers(probe_scn, out / "profiles")
+    profile_s = time.monotonic() - t0
+    latency = (0.0, 0.0)  # no netem: the testbed adds no delay, so neither does the model
+    cells = cells_of(cfg)
+    fast_links = Links(FAST_MBPS, FAST_MBPS, FAST_MBPS, FAST_MBPS, *latency)
+
+    # The planner's view of every cell: its schedule and the best two-tier split.
+    flags = fixed_flags(spec.num_units, batch)
+    plans: dict[str, dict[str, Any]] = {}
+    for de, ec in cells:
+        links = cell_links(de, ec, latency)
+        p = plan(spec, profiles, links, batch)
+        two = p.baseline_schedules.get("best_two_tier")
+        plans[cell_name(de, ec)] = {
+            "links": links.__dict__,
+            "planned": p.schedule.describe(),
+            "planned_flag": schedule_flag(p.schedule),
+            "planned_predicted_s": p.predicted_s if math.isfinite(p.predicted_s) else None,
+            "two_tier_flag": schedule_flag(two) if two is not None else None,
+            "offline": {k: _pred(f, spec, profiles, links) for k, f in flags.items()},
+        }
+        if two is not None:
+            plans[cell_name(de, ec)]["offline"]["two-tier"] = _pred(
+                schedule_flag(two), spec, profiles, links
+            )
+
+    # One sweep per fixed schedule (two-tier: per distinct split) and one planned sweep.
+    jobs: list[tuple[str, str, list[tuple[str, str]]]] = []
+    for choice in runs:
+        if choice == "two-tier":
+            by_split: dict[str, list[tuple[str, str]]] = {}
+            for de, ec in cells:
+                f = plans[cell_name(de, ec)]["two_tier_flag"]
+                if f:
+                    by_split.setdefault(f, []).append((de, ec))
+            jobs += [("two-tier", f, cs) for f, cs in by_split.items()]
+        elif choice == PLANNED:
+            jobs.append((PLANNED, PLANNED, cells))
+        else:
+            jobs.append((choice, flags[choice], cells))
+
+    rows = []
+    for k, (choice, flag, cs) in enumerate(jobs):
+        if choice == PLANNED:
+            preds = [plans[cell_name(*c)]["planned_predicted_s"] for c in cs]
+            fast = plan(spec, profiles, fast_links, batch).predicted_s
+        else:
+            preds = [_pred(flag, spec, profiles, cell_links(*c, latency)) for c in cs]
+            fast = _pred(flag, spec, profiles, fast_links)
+        steps = sweep_steps(preds, cfg, fast)
+        typical = statistics.median([p for p in preds if p] or [0.1])
+        probe_every = max(1, round(PROBE_EVERY_S / typical)) if choice == PLANNED else 0
+        tag = choice if choice != "two-tier" else f"two-tier-{k}"
+        scn, windows = sweep_scenario(
+            base, model, cfg, cs, steps, data, probe_every, f"{model}-{tag}"
+        )
+        row = run_one(scn, choice, flag, out / tag)
+        row["cells"] = [w[0] for w in windows]
+        if "error" not in row:
+            known = known_schedules(row)
+            per_cell = split_by_cell(row, windows)
+            row["per_cell"] = {c: cell_numbers(its, known) for c, its in per_cell.items()}
+            for c, nums in row["per_cell"].items():
+                used = nums.get("schedule_used")
+                if choice != PLANNED:
+                    used = flag
+                links = Links(**plans[c]["links"])
+                nums["offline_predicted_s"] = _pred(used, spec, profiles, links) if used else None
+        rows.append(row)
+
+    # Per cell: every schedule's numbers side by side.
+    table = {}
+    for de, ec in cells:
+        c = cell_name(de, ec)
+        entry: dict[str, Any] = {"de": de, "ec": ec, "named": named(de, ec), "runs": {}}
+        for row in rows:
+            if c in row.get("cells", []):
+                if "error" in row:
+                    entry["runs"][row["schedule"]] = {"error": row["error"]}
+                else:
+                    entry["runs"][row["schedule"]] = {"flag": row["flag"], **row["per_cell"][c]}
+        entry["summary"] = summarize_cell(entry["runs"])
+        table[c] = entry
+    return {
+        "model": model,
+        "batch_size": batch,
+        "segment_s": cfg["segment_s"],
+        "warmup_s": cfg["warmup_s"],
+        "netem": netem,
+        "profile_s": round(profile_s, 1),
+        "plans": plans,
+        "runs": rows,
+        "cells": table,
+    }
+
+
+def summarize_cell(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     t = {k: r.get("median_step_s") for k, r in runs.items()}
     baselines = {k: v for k, v in t.items() if k != PLANNED and v}
-    best_name = min(baselines, key=baselines.get) if baselines else None
+    best = min(baselines, key=baselines.get) if baselines else None
     planned = t.get(PLANNED)
     errors = []
-    for r in result["runs"]:
-        pred = predicted_of(r, fluct)
+    for k, r in runs.items():
+        pred = r.get("runtime_predicted_s") if k == PLANNED else r.get("offline_predicted_s")
         if r.get("median_step_s") and pred:
             errors.append(abs(r["median_step_s"] / pred - 1))
     return {
-        "best_baseline": best_name,
-        "planned_vs_best": planned / baselines[best_name] if planned and best_name else None,
+        "best_baseline": best,
+        "planned_vs_best": planned / baselines[best] if planned and best else None,
         "speedup_vs_cloud": t["cloud"] / planned if planned and t.get("cloud") else None,
         "planned_abs_error": runs.get(PLANNED, {}).get("runtime_abs_error"),
         "median_abs_error_all": statistics.median(errors) if errors else None,
     }
 
 
-def write_report(results: list[dict[str, Any]], out: Path, facts: dict[str, Any]) -> Path:
+# --- the fluctuating scenario -----------------------------------------------------------------
+
+
+def bench_fluctuating(
+    scenario: Scenario, runs: tuple[str, ...], profiles: dict[str, Any], out: Path
+) -> dict[str, Any]:
+    """Every schedule over one cycle of the scenario's rate changes, clocked from training."""
+    job = scenario.the_job()
+    spec, batch = job.spec(), job.batch_size
+    shapes = scenario.link_shapes()
+    phases = [(0.0, {n: (s.up_mbps, s.down_mbps) for n, s in shapes.items()})]
+    for ch in scenario.timeline():
+        rates = {k: tuple(v) for k, v in phases[-1][1].items()}
+        rates[ch.link] = (ch.up_mbps or rates[ch.link][0], ch.down_mbps or rates[ch.link][1])
+        phases.append((ch.at_s, rates))
+    cycle_s = phases[-1][0] + (phases[-1][0] - phases[-2][0] if len(phases) > 1 else 10.0)
+
+    def links_of(r: dict[str, tuple[float, float]]) -> Links:
+        return Links(r["de"][0], r["de"][1], r["ec"][0], r["ec"][1])
+
+    flags = fixed_flags(spec.num_units, batch)
+    p0 = plan(spec, profiles, links_of(phases[0][1]), batch)
+    two = p0.baseline_schedules.get("best_two_tier")
+    if two is not None:
+        flags["two-tier"] = schedule_flag(two)
+    rows = []
+    for choice in runs:
+        if choice != PLANNED and choice not in flags:
+            rows.append({"schedule": choice, "error": "the planner found no feasible split"})
+            continue
+        # Steps for one cycle at the predicted step time of each phase.
+        total = 0.0
+        for k, (at, rates) in enumerate(phases):
+            length = (phases[k + 1][0] if k + 1 < len(phases) else cycle_s) - at
+            if choice == PLANNED:
+                t = plan(spec, profiles, links_of(rates), batch).predicted_s
+            else:
+                t = _pred(flags[choice], spec, profiles, links_of(rates))
+            total += length / max(t or 1.0, 1e-3)
+        steps = int(math.ceil(total * 1.1)) + 2
+        scn = scenario_from_dict(
+            {
+                **scenario.model_dump(),
+                "job": {**scenario.job, "steps": steps},
+                "run": {
+                    **scenario.run.model_dump(),
+                    "changes_from": "training",
+                    "test_fraction": 0.0,
+                },
+            },
+            scenario.name,
+        )
+        flag = PLANNED if choice == PLANNED else flags[choice]
+        row = run_one(scn, choice, flag, out / choice)
+        if "error" not in row and choice != PLANNED:
+            row["offline_predicted_s"] = None  # one rate does not hold for the whole run
+        rows.append(row)
+    runs_by = {
+        r["schedule"]: {
+            "median_step_s": r.get("median_step_s"),
+            "runtime_abs_error": r.get("runtime_abs_error"),
+            "runtime_predicted_s": r.get("runtime_predicted_s"),
+        }
+        for r in rows
+        if "error" not in r
+    }
+    return {
+        "scenario": scenario.name,
+        "description": scenario.description,
+        "model": spec.name,
+        "batch_size": batch,
+        "cycle_s": cycle_s,
+        "phases": [[at, {k: list(v) for k, v in r.items()}] for at, r in phases],
+        "best_two_tier": flags.get("two-tier"),
+        "runs": rows,
+        "summary": summarize_cell(runs_by),
+    }
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def _fmt(x: float | None, spec: str = ".3f", unit: str = "") -> str:
+    return "n/a" if x is None or not math.isfinite(x) else format(x, spec) + unit
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def write_report(data: dict[str, Any], out: Path) -> Path:
+    facts, models, fluct = data["facts"], data["models"], data.get("fluctuating")
     lines = ["# Scenario benchmark", ""]
     lines += [f"- {k}: {v}" for k, v in facts.items()]
-    lines += ["", "Step times are medians of measured_s over the steps after the first.", ""]
     lines += [
-        "| scenario | planned s | device s | edge s | cloud s | two-tier s | best baseline | "
-        "planned / best | speedup vs cloud | planned median err | all-runs median err |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "",
+        "Step times are medians of the board's measured_s per cell. A grid cell is a "
+        "segment of a sweep run (see the module docstring of benchmarks/bench_scenarios.py): "
+        f"steps within {GUARD_S:g} s of a rate change are left out. Prediction error: "
+        "|measured/predicted - 1|, median over the cell's steps for planned (the runtime's "
+        "own prediction), of the cell's median for the baselines (offline, from profiles "
+        "measured by the benchmark). Rates are up/down Mbit/s (up: toward the cloud).",
+        "",
+        "## Summary",
+        "",
+        "| model | cell | planned s | device s | edge s | cloud s | two-tier s | best baseline "
+        "| planned / best | speedup vs cloud | planned err | all-runs err |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for res in results:
-        s = res["summary"]
-        t = {r["schedule"]: r.get("median_step_s") for r in res["runs"]}
+    for m in models:
+        for c, e in m["cells"].items():
+            s = e["summary"]
+            label = f"{c} ({e['named']})" if e["named"] else c
+            t = {k: r.get("median_step_s") for k, r in e["runs"].items()}
+            lines.append(
+                f"| {m['model']} | {label} | "
+                + " | ".join(_fmt(t.get(k)) for k in ALL_RUNS)
+                + f" | {s['best_baseline'] or 'n/a'} | {_fmt(s['planned_vs_best'], '.2f')} | "
+                f"{_fmt(s['speedup_vs_cloud'], '.2f', 'x')} | "
+                f"{_fmt(s['planned_abs_error'], '.1%')} | "
+                f"{_fmt(s['median_abs_error_all'], '.1%')} |"
+            )
+    if fluct:
+        s = fluct["summary"]
+        t = {r["schedule"]: r.get("median_step_s") for r in fluct["runs"]}
         lines.append(
-            f"| {res['scenario']} | "
-            + " | ".join(_fmt(t.get(k)) for k in (PLANNED, *BASELINE_RUNS))
+            f"| {fluct['model']} | {fluct['scenario']} (whole cycle) | "
+            + " | ".join(_fmt(t.get(k)) for k in ALL_RUNS)
             + f" | {s['best_baseline'] or 'n/a'} | {_fmt(s['planned_vs_best'], '.2f')} | "
-            f"{_fmt(s['speedup_vs_cloud'], '.2f', 'x')} | {_fmt(s['planned_abs_error'], '.1%')} | "
-            f"{_fmt(s['median_abs_error_all'], '.1%')} |"
+            f"{_fmt(s['speedup_vs_cloud'], '.2f', 'x')} | {_fmt(s['planned_abs_error'], '.1%')} "
+            f"| {_fmt(s['median_abs_error_all'], '.1%')} |"
         )
+
     lines += ["", "## Targets", ""]
-    for res in results:
-        s, name = res["summary"], res["scenario"]
-        pvb = s["planned_vs_best"]
-        if pvb is not None:
-            ok = pvb <= 1 + NEAR_BEST_TOLERANCE
-            lines.append(
-                f"- {name}: planned within 5% of the best baseline ({s['best_baseline']}): "
-                f"{'met' if ok else 'MISSED'} ({pvb:.2f}x)"
+    missed = 0
+    for m in models:
+        for c, e in m["cells"].items():
+            s, where = (
+                e["summary"],
+                f"{m['model']}, {c}" + (f" ({e['named']})" if e["named"] else ""),
             )
-        err = s["planned_abs_error"]
-        if err is not None:
-            ok = err <= PREDICTION_ERROR_TARGET
+            if s["planned_vs_best"] is not None:
+                ok = s["planned_vs_best"] <= 1 + NEAR_BEST_TOLERANCE
+                missed += not ok
+                lines.append(
+                    f"- {where}: planned within 5% of the best baseline ({s['best_baseline']}): "
+                    f"{_verdict(ok)} ({s['planned_vs_best']:.2f}x)"
+                )
+            if e["named"] == "thin-wan" and s["speedup_vs_cloud"] is not None:
+                ok = s["speedup_vs_cloud"] >= THIN_WAN_SPEEDUP_TARGET
+                lines.append(
+                    f"- {where}: at least 3x faster than cloud-only: {_verdict(ok)} "
+                    f"({s['speedup_vs_cloud']:.2f}x)"
+                )
+        errs = [e["summary"]["planned_abs_error"] for e in m["cells"].values()]
+        errs = [x for x in errs if x is not None]
+        for e in m["cells"].values():
+            err = e["summary"]["planned_abs_error"]
+            if err is not None and e["named"]:
+                lines.append(
+                    f"- {m['model']}, {e['named']}: planned median |measured/predicted - 1| "
+                    f"<= 15%: {_verdict(err <= PREDICTION_ERROR_TARGET)} ({err:.1%})"
+                )
+        if errs:
+            bad = sum(x > PREDICTION_ERROR_TARGET for x in errs)
             lines.append(
-                f"- {name}: planned median |measured/predicted - 1| <= 15%: "
-                f"{'met' if ok else 'MISSED'} ({err:.1%})"
+                f"- {m['model']}: planned prediction error <= 15% in {len(errs) - bad} of "
+                f"{len(errs)} cells (median over cells {statistics.median(errs):.1%})"
             )
-        if name == "thin-wan" and s["speedup_vs_cloud"] is not None:
-            ok = s["speedup_vs_cloud"] >= THIN_WAN_SPEEDUP_TARGET
+    if fluct:
+        s = fluct["summary"]
+        if s["planned_vs_best"] is not None:
+            ok = s["planned_vs_best"] <= 1 + NEAR_BEST_TOLERANCE
             lines.append(
-                f"- thin-wan: at least 3x faster than cloud-only: "
-                f"{'met' if ok else 'MISSED'} ({s['speedup_vs_cloud']:.2f}x)"
+                f"- {fluct['scenario']}: planned within 5% of the best baseline "
+                f"({s['best_baseline']}): {_verdict(ok)} ({s['planned_vs_best']:.2f}x)"
             )
-    for res in results:
-        lines += ["", f"## {res['scenario']}", "", res["description"], ""]
+        if s["planned_abs_error"] is not None:
+            ok = s["planned_abs_error"] <= PREDICTION_ERROR_TARGET
+            lines.append(
+                f"- {fluct['scenario']}: planned median |measured/predicted - 1| <= 15%: "
+                f"{_verdict(ok)} ({s['planned_abs_error']:.1%})"
+            )
+    failed = [
+        (m["model"], r["schedule"], r["error"]) for m in models for r in m["runs"] if "error" in r
+    ]
+    if fluct:
+        failed += [(fluct["scenario"], r["schedule"], r["error"]) for r in fluct["runs"]
+                   if "error" in r]  # fmt: skip
+    lines.append(f"- failed runs: {len(failed)}")
+    lines += [f"  - {a} / {b}: {c}" for a, b, c in failed]
+
+    for m in models:
+        lines += ["", f"## {m['model']}", ""]
         lines.append(
-            f"{res['model']}, batch {res['batch_size']}, {res['steps']} steps; planner at the "
-            f"initial rates: {res['plan']['schedule']} predicted "
-            f"{_fmt(res['plan']['predicted_s'], '.4f')} s; best two-tier split "
-            f"{res['plan']['best_two_tier']}."
+            f"batch {m['batch_size']}; {m['warmup_s']:g} s warm-up at {FAST_MBPS:g} Mbit/s, then "
+            f"{m['segment_s']:g} s per cell; tiers profiled by the benchmark in "
+            f"{m['profile_s']:g} s; netem: {'yes' if m['netem'] else 'no (no delays applied)'}."
         )
-        lines += ["", f"![bars]({res['scenario']}-bars.png)", ""]
+        pngs = [f"{m['model']}-speedup.png", f"{m['model']}-bars.png"]
+        lines += [""] + [f"![{p}]({p})" for p in pngs if (out / p).exists()]
         lines += [
-            "| schedule | run as | median measured s | runtime predicted s | "
-            "offline predicted s | median err | steps | wall s |",
-            "|---|---|---|---|---|---|---|---|",
+            "",
+            "| cell | planner's schedule | planned ran (most steps) | best two-tier | "
+            "runtime predicted s | offline predicted s (planned / device / edge / cloud / "
+            "two-tier) |",
+            "|---|---|---|---|---|---|",
         ]
-        for r in res["runs"]:
+        for c, e in m["cells"].items():
+            p = m["plans"][c]
+            pr = e["runs"].get(PLANNED, {})
+            offl = [pr.get("offline_predicted_s")] + [
+                e["runs"].get(k, {}).get("offline_predicted_s") for k in BASELINE_RUNS
+            ]
+            lines.append(
+                f"| {c} | {p['planned_flag']} | {pr.get('schedule_used') or 'n/a'} | "
+                f"{p['two_tier_flag']} | {_fmt(pr.get('runtime_predicted_s'), '.4f')} | "
+                + " / ".join(_fmt(x, ".4f") for x in offl)
+                + " |"
+            )
+        lines += [
+            "",
+            "| run | schedule | steps | wall s | cells (steps in each) |",
+            "|---|---|---|---|---|",
+        ]
+        for r in m["runs"]:
             if "error" in r:
-                lines.append(f"| {r['schedule']} | FAILED: {r['error']} | | | | | | |")
+                lines.append(f"| {r['schedule']} | FAILED: {r['error']} | | | |")
+                continue
+            per = ", ".join(f"{v['steps']}" for v in r["per_cell"].values())
+            lines.append(
+                f"| {r['schedule']} | {r['flag']} | {r['steps']} | {r['wall_s']} | {per} |"
+            )
+    if fluct:
+        lines += ["", f"## {fluct['scenario']}", "", fluct["description"], ""]
+        lines.append(
+            f"{fluct['model']}, batch {fluct['batch_size']}; every run covers one "
+            f"{fluct['cycle_s']:g} s cycle of the rate changes, clocked from its first step; "
+            f"best two-tier split at the initial rates {fluct['best_two_tier']}. Baselines have "
+            "no single prediction (the rates change), so only planned is judged."
+        )
+        lines += [
+            "",
+            "| schedule | run as | median measured s | runtime predicted s | median err | "
+            "steps | wall s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in fluct["runs"]:
+            if "error" in r:
+                lines.append(f"| {r['schedule']} | FAILED: {r['error']} | | | | | |")
                 continue
             lines.append(
                 f"| {r['schedule']} | {r['flag']} | {_fmt(r['median_step_s'], '.4f')} | "
                 f"{_fmt(r['runtime_predicted_s'], '.4f')} | "
-                f"{_fmt(r.get('offline_predicted_s'), '.4f')} | "
                 f"{_fmt(r['runtime_abs_error'], '.1%')} | {r['steps']} | {r['wall_s']} |"
             )
-        planned = next((r for r in res["runs"] if r["schedule"] == PLANNED), None)
+        planned = next((r for r in fluct["runs"] if r["schedule"] == PLANNED), None)
         if planned and planned.get("iterations"):
-            used = sorted({i["schedule_id"] for i in planned["iterations"]})
+            used = {i["schedule_id"] for i in planned["iterations"]}
             lines.append(
                 f"\nplanned run: {len(used)} schedule(s) used, "
-                f"{len(planned.get('schedule_changes', []))} switch(es); most steps ran "
-                f"{most_used(planned)} (n:c1:c2)."
+                f"{len(planned.get('schedule_changes', []))} switch(es)."
             )
-        if (out / f"{res['scenario']}-timeline.png").exists():
-            lines += ["", f"![timeline]({res['scenario']}-timeline.png)"]
+        if (out / f"{fluct['scenario']}-timeline.png").exists():
+            lines += ["", f"![timeline]({fluct['scenario']}-timeline.png)"]
     lines += ["", "## Predicted against measured", "", "![scatter](predicted-vs-measured.png)", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def draw_plots(results: list[dict[str, Any]], out: Path) -> None:
+def draw_plots(data: dict[str, Any], out: Path) -> None:
     try:
         import matplotlib
 
@@ -403,59 +782,138 @@ def draw_plots(results: list[dict[str, Any]], out: Path) -> None:
     except ImportError:
         log.warning("matplotlib is not installed: no plots")
         return
-    for res in results:
-        names = [r["schedule"] for r in res["runs"] if r.get("median_step_s")]
-        vals = [r["median_step_s"] for r in res["runs"] if r.get("median_step_s")]
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        colors = ["#2ca02c" if n == PLANNED else "#7f7f7f" for n in names]
-        ax.bar(names, vals, color=colors)
+    colors = {PLANNED: "#2ca02c", "device": "#1f77b4", "edge": "#ff7f0e", "cloud": "#7f7f7f",
+              "two-tier": "#9467bd"}  # fmt: skip
+    for m in data["models"]:
+        cells = list(m["cells"])
+        # Bars: every schedule per cell.
+        fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(cells) + 2), 4))
+        width = 0.16
+        for k, run in enumerate(ALL_RUNS):
+            vals = [m["cells"][c]["runs"].get(run, {}).get("median_step_s") or 0 for c in cells]
+            xs = [i + (k - 2) * width for i in range(len(cells))]
+            ax.bar(xs, vals, width, label=run, color=colors[run])
+        ax.set_xticks(range(len(cells)))
+        ax.set_xticklabels([c.replace(" x ", "\n") for c in cells], fontsize=7)
+        ax.set_yscale("log")
         ax.set_ylabel("median step time (s)")
-        ax.set_title(f"{res['scenario']} ({res['model']}, batch {res['batch_size']})")
-        for i, v in enumerate(vals):
-            ax.text(i, v, f"{v:.3f}", ha="center", va="bottom", fontsize=8)
+        ax.set_title(f"{m['model']}, batch {m['batch_size']}: step time per cell (Mbit/s)")
+        ax.legend(fontsize=7, ncol=5)
         fig.tight_layout()
-        fig.savefig(out / f"{res['scenario']}-bars.png", dpi=100)
+        fig.savefig(out / f"{m['model']}-bars.png", dpi=100)
+        plt.close(fig)
+        # Heat map of the speedup over cloud-only (grid models).
+        des = sorted({e["de"] for e in m["cells"].values()}, key=lambda d: DE_RATES[d])
+        ecs = sorted({e["ec"] for e in m["cells"].values()}, key=lambda d: EC_RATES[d])
+        grid = np.full((len(des), len(ecs)), np.nan)
+        for e in m["cells"].values():
+            v = e["summary"]["speedup_vs_cloud"]
+            if v:
+                grid[des.index(e["de"]), ecs.index(e["ec"])] = v
+        fig, ax = plt.subplots(figsize=(1.4 * len(ecs) + 2, 1.1 * len(des) + 1.5))
+        ax.imshow(grid, cmap="Greens", origin="lower", aspect="auto")
+        for i in range(len(des)):
+            for j in range(len(ecs)):
+                txt = "n/a" if np.isnan(grid[i, j]) else f"{grid[i, j]:.1f}x"
+                ax.text(j, i, txt, ha="center", va="center", fontsize=9)
+        ax.set_xticks(range(len(ecs)))
+        ax.set_xticklabels(ecs)
+        ax.set_yticks(range(len(des)))
+        ax.set_yticklabels(des)
+        ax.set_xlabel("edge<->cloud Mbit/s (up/down)")
+        ax.set_ylabel("device<->edge Mbit/s")
+        ax.set_title(f"{m['model']}: planned speedup over cloud-only", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(out / f"{m['model']}-speedup.png", dpi=100)
         plt.close(fig)
 
+    # Predicted against measured: every cell of every run.
     fig, ax = plt.subplots(figsize=(5.5, 5))
     lo, hi = math.inf, 0.0
-    for res in results:
-        fluct = res["changes"] > 0
-        xs, ys = [], []
-        for r in res["runs"]:
-            if r.get("schedule") == PLANNED:
-                for it in r.get("iterations", [])[1:]:
-                    if it.get("predicted_s"):
-                        xs.append(it["predicted_s"])
-                        ys.append(it["measured_s"])
-            else:
-                pred = predicted_of(r, fluct)
+    for m in data["models"]:
+        for run in ALL_RUNS:
+            xs, ys = [], []
+            for e in m["cells"].values():
+                r = e["runs"].get(run, {})
+                pred = (
+                    r.get("runtime_predicted_s")
+                    if run == PLANNED
+                    else r.get("offline_predicted_s")
+                )
                 if pred and r.get("median_step_s"):
                     xs.append(pred)
                     ys.append(r["median_step_s"])
-        if xs:
-            ax.scatter(xs, ys, s=10, label=res["scenario"], alpha=0.7)
-            lo, hi = min(lo, *xs, *ys), max(hi, *xs, *ys)
+            if xs:
+                ax.scatter(xs, ys, s=14, color=colors[run], alpha=0.7,
+                           marker={"small_cnn": "o", "vgg11": "s"}.get(m["model"], "^"),
+                           label=f"{m['model']} {run}")  # fmt: skip
+                lo, hi = min(lo, *xs, *ys), max(hi, *xs, *ys)
     if hi > 0:
-        ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="measured = predicted")
+        ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+        ax.fill_between([lo, hi], [lo * 0.85, hi * 0.85], [lo * 1.15, hi * 1.15],
+                        color="k", alpha=0.08, label="within 15%")  # fmt: skip
         ax.set_xscale("log")
         ax.set_yscale("log")
     ax.set_xlabel("predicted step time (s)")
     ax.set_ylabel("measured step time (s)")
-    ax.set_title("per step (planned) and per run median (baselines)", fontsize=9)
+    ax.set_title("median per cell: planned (runtime), baselines (offline)", fontsize=9)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(out / "predicted-vs-measured.png", dpi=100)
     plt.close(fig)
 
-    from hiertrain_edge.cli.timeline import draw_timeline
+    fluct = data.get("fluctuating")
+    planned = fluct and next((r for r in fluct["runs"] if r["schedule"] == PLANNED), None)
+    if planned and planned.get("iterations"):
+        draw_fluct_timeline(fluct, planned, out / f"{fluct['scenario']}-timeline.png", plt)
 
-    for res in results:
-        planned = next((r for r in res["runs"] if r["schedule"] == PLANNED), None)
-        if res["changes"] and planned and planned.get("iterations"):
-            report = json.loads(Path(planned["run_dir"], "report.json").read_text())
-            draw_timeline(report).savefig(out / f"{res['scenario']}-timeline.png", dpi=100)
+
+def draw_fluct_timeline(fluct: dict[str, Any], row: dict[str, Any], path: Path, plt: Any) -> None:
+    """Shaped rate and the board's estimate, schedule, and step time over the run's time."""
+    wins = step_windows(row)
+    t = [s for s, _, _ in wins]
+    its = [it for _, _, it in wins]
+    fig, (ax_bw, ax_s, ax_t) = plt.subplots(3, 1, figsize=(8, 6.5), sharex=True)
+    for link, direction, style in (("de", "up", "-"), ("de", "down", ":"), ("ec", "up", "--")):
+        pts = [
+            e for e in row.get("rate_log", []) if e["link"] == link and e["direction"] == direction
+        ]
+        if pts:
+            xs = [max(0.0, e["t_s"]) for e in pts] + [t[-1] if t else 0]
+            ys = [e["mbps"] for e in pts] + [pts[-1]["mbps"]]
+            ax_bw.step(xs, ys, where="post", ls=style, label=f"shaped {link} {direction}")
+    for key, label in (("bw_de_mbps", "board's device<->edge estimate"),
+                       ("bw_ec_mbps", "edge<->cloud estimate")):  # fmt: skip
+        pts = [(x, it[key]) for x, it in zip(t, its, strict=True) if it.get(key)]
+        if pts:
+            ax_bw.plot(*zip(*pts, strict=True), ".", ms=3, label=label)
+    ax_bw.set_yscale("log")
+    ax_bw.set_ylabel("Mbit/s")
+    ax_bw.legend(fontsize=6, loc="lower right")
+    known = known_schedules(row)
+    ids: list[str] = []
+    for it in its:
+        if it["schedule_id"] not in ids:
+            ids.append(it["schedule_id"])
+    ax_s.step(t, [ids.index(it["schedule_id"]) for it in its], where="post")
+    ax_s.set_yticks(range(len(ids)))
+    ax_s.set_yticklabels(
+        [schedule_flag(known[i]) if i in known else i[:8] for i in ids], fontsize=6
+    )
+    ax_s.set_ylabel("schedule (n:c1:c2)")
+    ax_t.plot(t, [it["measured_s"] for it in its], lw=0.8, label="measured")
+    pts = [(x, it["predicted_s"]) for x, it in zip(t, its, strict=True) if it.get("predicted_s")]
+    if pts:
+        ax_t.plot(*zip(*pts, strict=True), "--", lw=0.8, label="runtime predicted")
+    ax_t.set_yscale("log")
+    ax_t.set_ylabel("step time (s)")
+    ax_t.set_xlabel("seconds since the first step")
+    ax_t.legend(fontsize=7)
+    fig.suptitle(f"{fluct['scenario']}: planned run, {len(its)} steps", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def machine_facts() -> dict[str, Any]:
@@ -475,76 +933,76 @@ def machine_facts() -> dict[str, Any]:
         "machine": f"{cpu}, {os.cpu_count()} logical CPUs, Linux {platform.release()}",
         "python / torch": f"{platform.python_version()} / {torch.__version__}",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load average at start (1/5/15 min)": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smoke variant: one small scenario")
+    ap.add_argument("--quick", action="store_true", help="smoke variant: small_cnn, two cells")
     ap.add_argument("--out", default="bench-scenarios", help="report folder")
-    ap.add_argument("--scenarios", nargs="*", help="names or files (default: all shipped)")
-    ap.add_argument("--runs", nargs="*", help=f"subset of {PLANNED} {' '.join(BASELINE_RUNS)}")
-    ap.add_argument("--steps", type=int, help="override the steps of fixed-rate scenarios")
-    ap.add_argument("--fluctuating-steps", type=int, help="override the steps of scenarios "
-                    "with rate changes")  # fmt: skip
+    ap.add_argument("--models", nargs="*", choices=list(MODELS), help="default: all")
+    ap.add_argument("--runs", nargs="*", choices=list(ALL_RUNS), help="default: all")
+    ap.add_argument("--no-fluctuating", action="store_true", help="skip the fluctuating scenario")
     ap.add_argument("--from-results", action="store_true",
                     help="only redraw the report and plots from DIR/results.json")  # fmt: skip
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("hiertrain_edge.emulate.netns").setLevel(logging.ERROR)
+    out = Path(args.out)
     if args.from_results:
-        out = Path(args.out)
         data = json.loads((out / "results.json").read_text())
-        draw_plots(data["results"], out)
-        print(f"report: {write_report(data['results'], out, data['facts'])}")
+        draw_plots(data, out)
+        print(f"report: {write_report(data, out)}")
         return 0
     require_root()
     runner.STOP_AFTER_BOARD_S = STOP_AFTER_BOARD_S
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    base = load_scenario(TIERS_SCENARIO)
 
     if args.quick:
-        scenarios = [scenario_from_dict(QUICK_SCENARIO, "quick scenario")]
+        models = {"small_cnn": QUICK_MODEL}
         runs = QUICK_RUNS
+        with_fluct = False
     else:
-        names = args.scenarios or list(shipped_scenarios())
-        scenarios = [load_scenario(n) for n in names]
-        runs = (PLANNED, *BASELINE_RUNS)
+        models = {m: MODELS[m] for m in (args.models or MODELS)}
+        runs = ALL_RUNS
+        with_fluct = not args.no_fluctuating
     if args.runs:
         runs = tuple(args.runs)
-    adjusted = []
-    for s in scenarios:
-        steps = args.fluctuating_steps if s.changes else args.steps
-        if steps and not args.quick:
-            s = s.model_copy(update={"job": {**s.job, "steps": steps}})
-        adjusted.append(repeat_changes(s))
 
     t0 = time.monotonic()
     facts = machine_facts()
-    profile_cache: dict[str, Any] = {}
-    results = []
-    for s in adjusted:
-        key = profile_key(s)
-        if key not in profile_cache:
-            log.info("profiling the tiers of %s in their CPU shares", s.name)
-            profile_cache[key] = profile_tiers(s, out / s.name / "profiles", together=args.quick)
-        res = bench_scenario(s, runs, profile_cache[key], out / s.name)
-        res["summary"] = summarize(res)
-        results.append(res)
-        blob = {"facts": facts, "results": results}
-        (out / "results.json").write_text(json.dumps(blob, indent=1, default=str))
     facts["tier CPU shares"] = ", ".join(
-        f"{t} {adjusted[0].tier(t).cpus} CPU / {adjusted[0].tier(t).threads} thread(s)"
+        f"{t} {base.tier(t).cpus} CPU / {base.tier(t).threads} thread(s)"
         for t in ("device", "edge", "cloud")
     )
+    data: dict[str, Any] = {"facts": facts, "models": []}
+    for model, cfg in models.items():
+        data["models"].append(bench_model(model, cfg, base, runs, out / model))
+        (out / "results.json").write_text(json.dumps(data, indent=1, default=str))
+    if with_fluct:
+        scn = load_scenario(FLUCTUATING)
+        small = next((m for m in data["models"] if m["model"] == scn.the_job().model), None)
+        if small is not None and small["batch_size"] == scn.the_job().batch_size:
+            profiles = {
+                t: parse_profile(
+                    json.loads((out / "small_cnn" / "profiles" / f"{t}.profile.json").read_text()),
+                    t,
+                )
+                for t in ("device", "edge", "cloud")
+            }
+        else:
+            profiles, _ = profile_tiers(scn, out / FLUCTUATING / "profiles")
+        data["fluctuating"] = bench_fluctuating(scn, runs, profiles, out / FLUCTUATING)
+    facts["load average at end (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     facts["benchmark wall time"] = f"{time.monotonic() - t0:.0f} s"
     facts["command"] = "python benchmarks/bench_scenarios.py " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
-    blob = {"facts": facts, "results": results}
-    (out / "results.json").write_text(json.dumps(blob, indent=1, default=str))
-    draw_plots(results, out)
-    path = write_report(results, out, facts)
+    (out / "results.json").write_text(json.dumps(data, indent=1, default=str))
+    draw_plots(data, out)
+    path = write_report(data, out)
     print(f"report: {path} ({time.monotonic() - t0:.0f} s)")
     return 0
 

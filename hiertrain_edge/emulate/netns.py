@@ -52,9 +52,12 @@ PREFIX_LEN = 24
 STATE_DIR = Path(os.environ.get("HIERTRAIN_EMULATE_STATE", "/run/hiertrain-edge-emulate"))
 _NAME_RE = re.compile(rf"^{PREFIX}([0-9a-f]{{4}})-")
 
-# tbf: the bucket must hold at least one GSO super-packet (64 KiB on veth) and a few ms of
-# traffic at the rate, or tbf throttles below the rate; the queue holds QUEUE_MS of it.
-MIN_BURST_BYTES = 64 * 1024
+# tbf: the bucket must hold the largest packet and a few ms of traffic at the rate, or tbf
+# throttles below the rate; the queue holds QUEUE_MS of it. The veths send no GSO
+# super-packets (gso_max_segs 1), so the largest packet is one MTU-sized frame: a bucket
+# of 64 KiB (one super-packet) would let every message after an idle gap pass its first
+# 64 KiB at line rate, 105 ms free per step at 5 Mbit/s.
+MIN_BURST_BYTES = 4 * 1514
 BURST_S = 0.004
 QUEUE_S = 0.05
 MAX_RATE_MBPS = 100_000.0
@@ -340,6 +343,7 @@ class Testbed:
                 self._ip(
                     tier, "addr", "add", f"{ADDRESSES[(link, tier)]}/{PREFIX_LEN}", "dev", dev
                 )
+                self._ip(tier, "link", "set", dev, "gso_max_segs", "1")
                 self._ip(tier, "link", "set", dev, "up")
 
         # 3. shaping, then delay/loss where asked for and possible

@@ -11,13 +11,16 @@ hook returns None and the edge runs its own choice (the job's schedule, or its d
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -29,6 +32,7 @@ from hiertrain_edge.emulate.scenario import BASELINES, PLANNED, Scenario
 from hiertrain_edge.errors import ConfigError, HierTrainError
 from hiertrain_edge.models import ModelSpec
 from hiertrain_edge.planning.schedule import Group, Schedule, device_only
+from hiertrain_edge.profiling.measure import CPU_SHARE_ENV
 from hiertrain_edge.runtime.demo import write_job_file
 from hiertrain_edge.wire.transport import CLOUD_PORT, EDGE_PORT
 
@@ -38,6 +42,12 @@ TIER_ORDER = ("cloud", "edge", "device")  # the order the tiers start in
 POLL_S = 0.05
 STOP_AFTER_BOARD_S = 30.0
 LOG_TAIL_LINES = 8
+# The edge logs this when a job's first step is about to run (runtime/edge.py), after the
+# tiers profiled themselves and the table was built: the origin of changes_from="training".
+TRAINING_STARTED_RE = re.compile(r"job \w+ started with ")
+# Key sets made in this process, by folder: `keys generate` starts a Python process per
+# tier (seconds each on a loaded host), so the runs of one process share one set.
+_KEYS_MADE: dict[str, Path] = {}
 
 # The planner hook: given the scenario and its model, return the schedule to run, or None
 # to let the edge decide. The planner issue replaces this with its own function (e.g. from
@@ -114,6 +124,9 @@ class EmulationResult:
     median_step_s: float | None = None
     median_predicted_s: float | None = None
     median_abs_error: float | None = None
+    # Seconds after the board's start at which the changes' clock started (0 with
+    # changes_from="board"; None when training never started).
+    timeline_origin_s: float | None = 0.0
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=1))
@@ -189,6 +202,25 @@ def _tier_commands(
     return {tier: cmd + security.get(tier, []) for tier, cmd in cmds.items()}
 
 
+def _reuse_keys(keys_dir: Path, env: dict[str, str]) -> dict[str, list[str]]:
+    """`make_keys` once per process, copied into every run's `keys_dir`."""
+    made = _KEYS_MADE.get("keys")
+    if made is None or not made.exists():
+        made = Path(tempfile.mkdtemp(prefix="hte-keys-"))
+        atexit.register(shutil.rmtree, made, True)
+        make_keys(made, env)
+        _KEYS_MADE["keys"] = made
+    shutil.copytree(made, keys_dir)
+    return {tier: ["--keys", str(keys_dir / tier)] for tier in TIER_ORDER}
+
+
+def _training_started(edge_log: Path) -> bool:
+    try:
+        return TRAINING_STARTED_RE.search(edge_log.read_text(errors="replace")) is not None
+    except OSError:
+        return False
+
+
 def _tail(path: Path) -> str:
     try:
         return "\n".join(path.read_text().strip().splitlines()[-LOG_TAIL_LINES:])
@@ -229,7 +261,7 @@ def run_scenario(
     # Links off loopback need keys, or an explicit --insecure.
     if scenario.run.secure:
         shutil.rmtree(out / "keys", ignore_errors=True)
-        security = make_keys(out / "keys", env)
+        security = _reuse_keys(out / "keys", env)
     else:
         security = {tier: ["--insecure"] for tier in TIER_ORDER}
 
@@ -243,6 +275,8 @@ def run_scenario(
             f = open(out / f"{tier}.log", "w")  # noqa: SIM115 (closed below)
             logs.append(f)
             tier_env = {**env, "OMP_NUM_THREADS": str(scenario.tier(tier).threads)}
+            if scenario.tier(tier).cpus is not None:  # /sys/fs/cgroup is not visible inside
+                tier_env[CPU_SHARE_ENV] = str(scenario.tier(tier).cpus)
             procs[tier] = testbed.popen(tier, cmds[tier], stdout=f, stderr=f, env=tier_env)
         log.info(
             "scenario %s: schedule %s; logs in %s",
@@ -251,23 +285,27 @@ def run_scenario(
             out,
         )
 
-        # Follow the scenario's timeline while the board trains.
+        # Follow the scenario's timeline while the board trains. Its clock starts now,
+        # or (changes_from="training") when the edge logs that the job's steps begin.
         started = time.monotonic()
         for link, direction, mbps in (
             (n, d, testbed.rates[(n, d)]) for n in ("de", "ec") for d in ("up", "down")
         ):
             rate_log.append({"t_s": 0.0, "link": link, "direction": direction, "mbps": mbps})
         pending = scenario.timeline()
+        origin: float | None = 0.0 if scenario.run.changes_from == "board" else None
         board = procs["device"]
         try:
             while board.poll() is None:
                 now = time.monotonic() - started
-                while pending and pending[0].at_s <= now:
+                if origin is None and _training_started(out / "edge.log"):
+                    origin = now
+                while origin is not None and pending and pending[0].at_s <= now - origin:
                     change = pending.pop(0)
                     for link, direction, mbps in change.settings():
                         testbed.set_rate(link, direction, mbps)
-                        entry = {"t_s": round(now, 3), "link": link, "direction": direction}
-                        rate_log.append({**entry, "mbps": mbps})
+                        entry = {"t_s": round(now - origin, 3), "link": link}
+                        rate_log.append({**entry, "direction": direction, "mbps": mbps})
                 if now > scenario.timeout_s:
                     raise HierTrainError(
                         f"scenario {scenario.name} ran past its timeout_s "
@@ -296,6 +334,7 @@ def run_scenario(
         cgroup_version=testbed.cgroup_version,
         notices=list(testbed.notices),
         rate_log=rate_log,
+        timeline_origin_s=None if origin is None else round(origin, 3),
     )
     if report_path.exists():
         result.report_path = str(report_path)

@@ -14,6 +14,8 @@ A scenario file is TOML:
     [run]
     schedule = "planned"                 # planned | device | edge | cloud | "n:c1:c2,..."
     secure = true                        # CurveZMQ with fresh keys; false: --insecure
+    changes_from = "board"               # at_s counts from the board's start, or from
+                                         # "training": the edge's "job ... started"
 
     [tiers.device]                       # cpus: a CPU share (0.25 = a quarter of a core)
     cpus = 0.25
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -104,11 +106,15 @@ class RunSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schedule: str = PLANNED
-    # CurveZMQ on every link, with fresh keys per run, as a real deployment runs; false
-    # runs plaintext (--insecure) to measure what encryption costs.
+    # CurveZMQ on every link, with keys fresh for each runner process, as a real deployment
+    # runs; false runs plaintext (--insecure) to measure what encryption costs.
     secure: bool = True
     data: str | None = None
     test_fraction: float = Field(0.2, ge=0, lt=1)
+    # Where the changes' at_s count from: the board's start, or the start of training
+    # (after the tiers have profiled themselves and the edge has built its table), so
+    # that a planned run and a fixed-schedule run see the same rates at the same step.
+    changes_from: Literal["board", "training"] = "board"
 
 
 class Scenario(BaseModel):

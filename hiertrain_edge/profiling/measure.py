@@ -35,6 +35,8 @@ QUICK_BLOCK_S = 0.03
 BYTES_PROBE = 4 << 20  # 4 MiB tensors for the per-byte costs
 MESSAGE_PINGS = 200
 HEADER_BYTES = 160  # msgpack header of a typical runtime message, measured on codec.encode
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CPU_SHARE_ENV = "HIERTRAIN_EDGE_CPU_SHARE"  # cores this tier may use, e.g. 0.25
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,88 @@ def model_facts(spec: ModelSpec) -> ModelFacts:
 # --- timing -------------------------------------------------------------------------
 
 
+def cpu_share(
+    root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")
+) -> float | None:
+    """This process's CPU quota in cores (cgroup v2 `cpu.max` or v1 `cpu.cfs_quota_us` over
+    the period), the lowest on the path to the root; None when nothing limits it.
+
+    CPU_SHARE_ENV, when set, wins: `ip netns exec` mounts a fresh /sys without the cgroup
+    tree, so the emulator tells its tiers their share this way.
+    """
+    given = os.environ.get(CPU_SHARE_ENV)
+    if given:
+        try:
+            value = float(given)
+        except ValueError as exc:
+            raise ConfigError(f"{CPU_SHARE_ENV} must be a number of cores, got {given!r}") from exc
+        return value if value > 0 else None
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    share: float | None = None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "" and (root / "cgroup.controllers").exists():
+            files = [("cpu.max", None)]
+            base = root
+        elif "cpu" in controllers.split(","):
+            files = [("cpu.cfs_quota_us", "cpu.cfs_period_us")]
+            base = root / controllers
+            if not base.exists():
+                base = root / "cpu"
+        else:
+            continue
+        folder = base / path.lstrip("/")
+        while True:
+            for quota_file, period_file in files:
+                q = _cgroup_quota(folder, quota_file, period_file)
+                if q is not None:
+                    share = q if share is None else min(share, q)
+            if folder == base or folder.parent == folder:
+                break
+            folder = folder.parent
+    return share
+
+
+def _cgroup_quota(folder: Path, quota_file: str, period_file: str | None) -> float | None:
+    try:
+        text = (folder / quota_file).read_text().split()
+        if period_file is None:  # v2: "max 100000" or "25000 100000"
+            quota, period = text[0], text[1]
+        else:
+            quota, period = text[0], (folder / period_file).read_text().split()[0]
+    except (OSError, IndexError):
+        return None
+    if quota in ("max", "-1") or not period.isdigit() or int(period) <= 0:
+        return None
+    return int(quota) / int(period)
+
+
+class Clock:
+    """Seconds of a tier's work as the tier experiences them.
+
+    Unlimited, or with at least a core per torch thread, that is wall time. Under a cgroup
+    CPU quota below the thread count (a board held to a quarter core), wall time of short
+    runs is mostly luck: a run that fits in what is left of the current cfs period (100 ms)
+    runs at the host's full speed, one that does not waits out the rest of the period, so
+    means over a few runs scatter by tens of percent. There the clock is the process's CPU
+    time divided by the share: what a busy tier takes on average, whatever the phase.
+    """
+
+    def __init__(self, share: float | None, threads: int) -> None:
+        self.share = share if share is not None and share < threads else None
+
+    def now(self) -> float:
+        if self.share is None:
+            return time.perf_counter()
+        return time.process_time() / self.share
+
+
+WALL_CLOCK = Clock(None, 1)
+
+
 def fit_line(ns: list[int], times: list[float]) -> LinearFit:
     """Least-squares a + b * n, clipped to a, b >= 0, with the largest relative residual."""
     k = len(ns)
@@ -119,38 +203,44 @@ def fit_line(ns: list[int], times: list[float]) -> LinearFit:
     return LinearFit(a_s=a, b_s=b, rel_err=round(err, 4))
 
 
-def _mean_time(fn, repeats: int, min_block_s: float = 0.05) -> float:
+def _mean_time(fn, repeats: int, min_block_s: float = 0.05, clock: Clock = WALL_CLOCK) -> float:
     """Mean seconds of fn() over at least `repeats` calls and `min_block_s` seconds."""
     fn()  # warm-up: allocator, kernel selection
     total, runs = 0.0, 0
     while runs < repeats or total < min_block_s:
-        t0 = time.perf_counter()
+        t0 = clock.now()
         fn()
-        total += time.perf_counter() - t0
+        total += clock.now() - t0
         runs += 1
     return total / runs
 
 
 def _time_unit(
-    unit: torch.nn.Module, x: torch.Tensor, input_grad: bool, repeats: int, min_block_s: float
+    unit: torch.nn.Module,
+    x: torch.Tensor,
+    input_grad: bool,
+    repeats: int,
+    min_block_s: float,
+    clock: Clock = WALL_CLOCK,
 ):
     """Mean forward and backward seconds of `unit` on the batch `x`, as the runtime runs
     them: autograd on, the input requiring grad unless this is unit 0.
 
     A mean over at least `repeats` runs and `min_block_s` seconds, not a median of single
     runs: under a CPU quota (cgroup cfs) short runs often fit inside one unthrottled slice,
-    so a median would report the host's speed rather than the tier's share of it.
+    so a median would report the host's speed rather than the tier's share of it (and
+    under a quota the clock is CPU time over the share, see `Clock`).
     """
 
     def once() -> tuple[float, float]:
         for p in unit.parameters():
             p.grad = None
         x_in = x.detach().requires_grad_(input_grad)
-        t0 = time.perf_counter()
+        t0 = clock.now()
         h = unit(x_in)
-        t1 = time.perf_counter()
+        t1 = clock.now()
         h.backward(torch.ones_like(h))
-        return t1 - t0, time.perf_counter() - t1
+        return t1 - t0, clock.now() - t1
 
     once()  # warm-up: allocator, kernel selection
     fwd = bwd = 0.0
@@ -168,7 +258,11 @@ def sample_sizes(batch_size: int) -> list[int]:
 
 
 def measure_units(
-    spec: ModelSpec, batch_size: int, repeats: int, min_block_s: float = 0.0
+    spec: ModelSpec,
+    batch_size: int,
+    repeats: int,
+    min_block_s: float = 0.0,
+    clock: Clock = WALL_CLOCK,
 ) -> list[UnitProfile]:
     facts = model_facts(spec)
     units = build_units(spec, range(spec.num_units), seed=0)
@@ -180,7 +274,7 @@ def measure_units(
         unit = units[i].train()
         fwd, bwd = [], []
         for n in ns:
-            f, b = _time_unit(unit, xs[n], i > 0, repeats, min_block_s)
+            f, b = _time_unit(unit, xs[n], i > 0, repeats, min_block_s, clock)
             fwd.append(f)
             bwd.append(b)
         with torch.no_grad():
@@ -199,18 +293,18 @@ def measure_units(
     return out
 
 
-def optimizer_s_per_byte(repeats: int) -> float:
+def optimizer_s_per_byte(repeats: int, clock: Clock = WALL_CLOCK) -> float:
     """SGD with momentum over a 4 MiB parameter, per parameter byte."""
     p = torch.nn.Parameter(torch.zeros(BYTES_PROBE // 4))
     p.grad = torch.ones_like(p)
     opt = torch.optim.SGD([p], lr=0.01, momentum=0.9)
-    return _mean_time(opt.step, repeats) / BYTES_PROBE
+    return _mean_time(opt.step, repeats, clock=clock) / BYTES_PROBE
 
 
-def copy_s_per_byte(repeats: int) -> float:
+def copy_s_per_byte(repeats: int, clock: Clock = WALL_CLOCK) -> float:
     """An in-place add of a 4 MiB tensor (summing replicas, loading weights), per byte."""
     a, b = torch.zeros(BYTES_PROBE // 4), torch.ones(BYTES_PROBE // 4)
-    return _mean_time(lambda: a.add_(b), repeats) / BYTES_PROBE
+    return _mean_time(lambda: a.add_(b), repeats, clock=clock) / BYTES_PROBE
 
 
 def message_overhead_s(pings: int = MESSAGE_PINGS) -> float:
@@ -299,7 +393,10 @@ def measure_profile(
     if threads:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    units = measure_units(spec, batch_size, repeats, min_block_s)
+    clock = Clock(cpu_share(), torch.get_num_threads())
+    units = measure_units(spec, batch_size, repeats, min_block_s, clock)
+    optimizer_s = optimizer_s_per_byte(repeats, clock)
+    copy_s = copy_s_per_byte(repeats, clock)
     msg_s = message_overhead_s() if message_s is None else message_s
     host = socket.gethostname()
     profile = TierProfile(
@@ -311,7 +408,12 @@ def measure_profile(
                 f"hiertrain-edge profile: mean of >= {repeats} runs and >= {min_block_s} s per "
                 f"unit and n in "
                 f"{sample_sizes(batch_size)}, autograd on, least-squares a + b*n; "
-                f"torch {torch.__version__}, pid {os.getpid()}"
+                + (
+                    f"CPU time / cgroup share {clock.share:g}; "
+                    if clock.share is not None
+                    else "wall time; "
+                )
+                + f"torch {torch.__version__}, pid {os.getpid()}"
             ),
             host=host,
             date=today(),
@@ -320,8 +422,8 @@ def measure_profile(
         threads=torch.get_num_threads(),
         memory_budget_bytes=memory_budget or memory_budget_bytes(),
         message_overhead_s=msg_s,
-        optimizer_s_per_byte=optimizer_s_per_byte(repeats),
-        copy_s_per_byte=copy_s_per_byte(repeats),
+        optimizer_s_per_byte=optimizer_s,
+        copy_s_per_byte=copy_s,
         model=spec.name,
         batch_size=batch_size,
         units=units,

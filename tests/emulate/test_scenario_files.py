@@ -26,13 +26,13 @@ def test_scenario_files_shipped():
         "de": LinkShape(100.0, 100.0, 1.0, 0.0),
         "ec": LinkShape(5.0, 20.0, 30.0, 0.0),
     }
-    assert thin.cpu_shares() == {"device": 0.25, "edge": 1.0, "cloud": 2.0}
-    assert thin.tier("cloud").threads == 2
+    assert thin.cpu_shares() == {"device": 0.25, "edge": 1.0, "cloud": 1.0}
+    assert thin.tier("cloud").threads == 1
     assert thin.the_job().steps == 40
     fluct = load_scenario("fluctuating-uplink")
     assert [(c.at_s, c.settings()) for c in fluct.timeline()][:2] == [
-        (15.0, [("de", "up", 5.0), ("de", "down", 5.0)]),
-        (30.0, [("de", "up", 50.0), ("de", "down", 50.0)]),
+        (8.0, [("de", "up", 5.0), ("de", "down", 5.0)]),
+        (16.0, [("de", "up", 50.0), ("de", "down", 50.0)]),
     ]
 
 
