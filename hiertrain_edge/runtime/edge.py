@@ -161,6 +161,7 @@ class EdgeServer:
         self.steps = steps
         self.bw_ec = BandwidthEstimator()
         self.cloud_lost_at: float | None = None
+        self.mirror_ok = job.device_fallback  # whether the board may train alone
         board.adopt = self._same_board
         board.ours = lambda m: str(m.get("board_id")) == self.board_id
         resumed = self._checkpoint_for(join)
@@ -173,9 +174,8 @@ class EdgeServer:
                 self.job_id,
                 resumed["step"],
             )
-            tier, cloud = self._restore(
-                board, resumed, Schedule.from_dict(resumed["schedule"]), rejoin=True
-            )
+            self.schedule = Schedule.from_dict(resumed["schedule"])
+            tier, cloud = self._rejoin_or_wait(board, join)
         else:
             self.job_id = uuid.uuid4().hex[:8]
             self.snapshot = None
@@ -238,12 +238,9 @@ class EdgeServer:
                         self.board_id,
                         self._snapshot_step(),
                     )
-                    tier, cloud = self._restore(board, self.snapshot, self.schedule, rejoin=True)
+                    tier, cloud = self._rejoin_or_wait(board, exc.msg)
                 except (PeerLostError, RemoteAbort) as exc:
-                    if getattr(exc, "mailbox", None) is cloud and cloud is not None:
-                        tier, cloud = self._cloud_lost(exc, board)
-                    else:
-                        tier, cloud = self._await_rejoin(exc, board)
+                    tier, cloud = self._recover(exc, board, cloud)
             self._finish(msg, tier, board, cloud, self.job_id, self.job_dict)
             self.observe.job_finished(msg)
         except BaseException as exc:
@@ -324,6 +321,13 @@ class EdgeServer:
         latency = (float(msg.get("latency_s") or 0.0), float(self.bw_ec.latency_s or 0.0))
         table = build_table(self.spec, profiles, self.job.batch_size, latency_s=latency)
         blob = table.to_bytes()
+        if self.mirror_ok and table.slot_index[table.edge_down_slot] < 0:
+            self.mirror_ok = False
+            log.warning(
+                "job %s: the model does not fit the board's memory alone; the board will "
+                "wait for this edge when it loses it instead of training on alone",
+                self.job_id,
+            )
         if self.out_dir is not None:  # for `hiertrain-edge table show`, and for tests
             table.save(self.out_dir / "table.htab")
         log.info(
@@ -370,6 +374,7 @@ class EdgeServer:
             "units": units,
             "opt": opt,
             "attempt": self.board_attempt,
+            "cloud_ok": self.cloud_lost_at is None,
         }
 
     def _snapshot_step(self) -> int:
@@ -426,6 +431,7 @@ class EdgeServer:
         }
         if self.out_dir is not None:
             atomic_save(self.snapshot, self.out_dir / CHECKPOINT_FILE)
+        self._send_mirror(board)
 
     def _owns_any(self, device: bool) -> bool:
         n = self.spec.num_units
@@ -514,7 +520,11 @@ class EdgeServer:
                 log.warning(
                     "board %s is back; resuming from step %d", self.board_id, self._snapshot_step()
                 )
-                return self._restore(board, self.snapshot, self.schedule, rejoin=True)
+                try:
+                    return self._rejoin(board, msg)
+                except PeerLostError as again:  # it went away again: keep waiting
+                    log.warning("board %s left again (%s); still waiting", self.board_id, again)
+                    continue
             if msg.get("type") == "join":
                 with contextlib.suppress(HierTrainError):
                     self.listener.send(
@@ -523,6 +533,126 @@ class EdgeServer:
         raise PeerLostError(
             f"board {self.board_id} did not come back within {self.job.rejoin_patience_s:g} s"
         ) from exc
+
+    def _recover(
+        self, exc: Exception, board: Mailbox, cloud: Mailbox | None
+    ) -> tuple[TierSlice, Mailbox | None]:
+        """A tier fell silent: go on without the cloud, or wait for the board to rejoin."""
+        if getattr(exc, "mailbox", None) is cloud and cloud is not None:
+            try:
+                return self._cloud_lost(exc, board)
+            except PeerLostError as lost:  # the board went away meanwhile
+                exc = lost
+        return self._await_rejoin(exc, board)
+
+    def _rejoin_or_wait(
+        self, board: Mailbox, join: dict[str, Any]
+    ) -> tuple[TierSlice, Mailbox | None]:
+        try:
+            return self._rejoin(board, join)
+        except PeerLostError as exc:  # the board vanished again before it was back
+            return self._await_rejoin(exc, board)
+
+    def _rejoin(self, board: Mailbox, join: dict[str, Any]) -> tuple[TierSlice, Mailbox | None]:
+        """Bring the board that joined again back into the job at the last snapshot; a
+        board that trained alone meanwhile first hands over its state, the newer snapshot."""
+        handed, cloud_failed = False, False
+        while True:
+            try:
+                if join.get("alone_step") is not None and not handed:
+                    self._take_handover(board, join)
+                    handed = True
+                return self._restore(board, self.snapshot, self.schedule, rejoin=True)
+            except Interrupt as exc:  # it asked again meanwhile: answer the newer join
+                board.peer, join, handed = exc.peer, exc.msg, False
+            except PeerLostError as exc:
+                mailbox = getattr(exc, "mailbox", None)
+                if mailbox is None or mailbox.sock is not self.cloud_link:
+                    raise
+                if not cloud_failed:  # e.g. a drop of the cloud link while this edge was away
+                    cloud_failed = True
+                    log.warning("setting up the cloud again failed (%s); trying once more", exc)
+                    continue
+                self._without_cloud(exc)
+
+    def _take_handover(self, board: Mailbox, join: dict[str, Any]) -> None:
+        """Take a board's state after it trained alone as the job's snapshot (and checkpoint).
+
+        The board went on from our last checkpoint with the same data order, so its state
+        at its step is a state of this very run: every tier resumes there and no step is
+        lost or applied twice.
+        """
+        n = self.spec.num_units
+        log.warning(
+            "board %s trained alone without this edge and is at step %d (this edge's "
+            "snapshot: step %d); asking for its state",
+            self.board_id,
+            join["alone_step"],
+            self._snapshot_step(),
+        )
+        board.clear()
+        board.send({"type": "handover_request", "attempt": self.board_attempt})
+        deadline = Deadline(self.job.step_timeout_s)
+        while True:
+            try:
+                msg = board.expect("handover", None, deadline.left())
+            except PeerLostError:
+                if deadline.left() <= 0:
+                    raise
+                continue  # a connection dropped: the board's old sockets, closed as it retried
+            if msg["attempt"] == self.board_attempt:
+                break
+        units, opt, step = msg["units"], msg["opt"], int(msg["step"])
+        every = {str(u) for u in range(n)}
+        if set(units) != every or set(opt) != every:
+            log.warning(
+                "board %s handed over units %s and optimizer state of %s, expected all of "
+                "0..%d; resuming from step %d instead",
+                self.board_id,
+                sorted(units, key=int),
+                sorted(opt, key=int),
+                n - 1,
+                self._snapshot_step(),
+            )
+            return
+        self.snapshot = {
+            "format": CHECKPOINT_FORMAT,
+            "job_id": self.job_id,
+            "board_id": self.board_id,
+            "job": self.job_dict,
+            "step": step,
+            "data_position": step,
+            "schedule": self.schedule.to_dict(),
+            "units": units,
+            "opt": opt,
+            "rng": torch.random.get_rng_state(),
+        }
+        if self.out_dir is not None:
+            atomic_save(self.snapshot, self.out_dir / CHECKPOINT_FILE)
+        log.warning(
+            "took board %s's state at step %d as the job's checkpoint; every tier resumes "
+            "there with schedule %s",
+            self.board_id,
+            step,
+            self.schedule.describe(),
+        )
+
+    def _send_mirror(self, board: Mailbox) -> None:
+        """Mirror the snapshot's units the board does not own to it (weights and optimizer
+        state), so the board holds the whole model at this step and can train alone from
+        here if it loses this edge. Costs their size on the downlink every checkpoint."""
+        if not self.mirror_ok or self.snapshot is None:
+            return
+        n = self.spec.num_units
+        keep = {str(u) for u in range(n) if self.schedule.owner(u, n) != "device"}
+        board.send(
+            {
+                "type": "mirror",
+                "step": self.snapshot["step"],
+                "units": {k: v for k, v in self.snapshot["units"].items() if k in keep},
+                "opt": {k: v for k, v in self.snapshot["opt"].items() if k in keep},
+            }
+        )
 
     def _cloud_lost(self, exc: Exception, board: Mailbox) -> tuple[TierSlice, Mailbox | None]:
         """Go on without the cloud: roll back to the last snapshot with the cloud's units
@@ -541,6 +671,22 @@ class EdgeServer:
             self.cloud_link = Link(self.ctx, self.cloud_address, security=self.security)
             self.cloud_link.bounds = self.listener.bounds
         return self._restore(board, self.snapshot, fallback)
+
+    def _without_cloud(self, exc: Exception) -> None:
+        """The cloud did not answer while the board was being brought back: its units
+        move to this edge, and it is asked back between steps (see `_probe_cloud`)."""
+        self.cloud_lost_at = time.monotonic()
+        self.schedule = without_cloud(self.schedule, self.spec.num_units)
+        log.warning(
+            "lost the cloud (%s); going on without it with schedule %s",
+            exc,
+            self.schedule.describe(),
+        )
+        self.observe.tier_lost("cloud", str(exc))
+        if self.cloud_link is not None:  # a fresh socket drops whatever the old one queued
+            self.cloud_link.close(linger_s=0)
+            self.cloud_link = Link(self.ctx, self.cloud_address, security=self.security)
+            self.cloud_link.bounds = self.listener.bounds
 
     def _probe_cloud(self, board: Mailbox, cloud: Mailbox | None, step: int) -> Mailbox | None:
         """While the cloud is lost, ping it between steps; tell the board when it answers."""

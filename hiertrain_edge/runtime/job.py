@@ -42,6 +42,11 @@ class Job(BaseModel):
     # writes them to its --out folder); a lost tier costs at most this many steps of work.
     checkpoint_every: int = Field(50, ge=1)
     rejoin_patience_s: float = Field(300.0, gt=0)  # how long the edge waits for a lost board
+    # When the board loses the edge it trains on alone from the last checkpoint (the edge
+    # mirrors every unit to it at each checkpoint) and hands its state back when the edge
+    # returns. False: the board waits for the edge instead (a board that cannot hold the
+    # whole model; the mirror then costs nothing).
+    device_fallback: bool = True
     # With a planned schedule: probe the links every this many steps (0: only when no
     # estimate is fresh, see runtime/bandwidth.py). Each probe costs about 0.25 s of link.
     probe_every_steps: int = Field(0, ge=0)

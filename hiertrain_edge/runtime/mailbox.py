@@ -22,6 +22,7 @@ STEP_TRAFFIC = frozenset(
         "grads",
         "weights",
         "snapshot",
+        "mirror",
         "moving",
         "units",
         "finish",

@@ -241,6 +241,7 @@ MESSAGES: dict[str, dict[str, tuple[bool, Check]]] = {
         "num_classes": (True, integer(1, MAX_DIM)),
         "session": (False, text(MAX_ID_CHARS)),  # one board process's run
         "attempt": (False, integer(0, MAX_STEP)),  # the join's number within that run
+        "alone_step": (False, STEP),  # the board trained alone and is before this step
     },
     "job": {
         "job_id": (True, text(MAX_ID_CHARS)),
@@ -252,6 +253,7 @@ MESSAGES: dict[str, dict[str, tuple[bool, Check]]] = {
         "plan": (False, flag()),  # the board profiles itself, then gets a schedule table
         "opt": (False, unit_opt_state()),
         "attempt": (False, integer(0, MAX_STEP)),
+        "cloud_ok": (False, flag()),  # false: the edge lost the cloud and probes it
     },
     "setup": {
         "job_id": (True, text(MAX_ID_CHARS)),
@@ -276,6 +278,22 @@ MESSAGES: dict[str, dict[str, tuple[bool, Check]]] = {
     # Owners' units before a checkpoint step, to the edge; the edge's answer to a lost tier.
     "snapshot": {
         "step": (True, STEP),
+        "units": (True, unit_tensors()),
+        "opt": (True, unit_opt_state()),
+    },
+    # At each checkpoint the edge mirrors to the board the units it does not own, so the
+    # board can train alone from there when it loses the edge (runtime/device.py).
+    "mirror": {
+        "step": (True, STEP),
+        "units": (True, unit_tensors()),
+        "opt": (True, unit_opt_state()),
+    },
+    # A board that trained alone rejoins: the edge asks for its state, the board hands over
+    # every unit (weights and optimizer state) at the step it reached.
+    "handover_request": {"attempt": (True, integer(0, MAX_STEP))},
+    "handover": {
+        "step": (True, STEP),
+        "attempt": (True, integer(0, MAX_STEP)),
         "units": (True, unit_tensors()),
         "opt": (True, unit_opt_state()),
     },
@@ -355,6 +373,12 @@ MESSAGES: dict[str, dict[str, tuple[bool, Check]]] = {
 COMMON_FIELDS: dict[str, tuple[bool, Check]] = {
     "job_id": (False, text(MAX_ID_CHARS)),
     "gen": (False, integer(0, 2**31 - 1)),  # the job's generation (runtime/mailbox.py)
+    # Link measuring (runtime/mailbox.py, runtime/bandwidth.py): the sender's seconds since
+    # its previous message to this peer; its estimate of the peer's direction to it; and
+    # the edge's estimate of its link to the cloud, on its messages to the board.
+    "gap_s": (False, number()),
+    "rx_mbps": (False, number()),
+    "bw_ec_mbps": (False, optional(number())),
 }
 
 
@@ -500,6 +524,8 @@ class JobBounds:
                 "units",
                 "snapshot",
                 "rollback",
+                "mirror",
+                "handover",
             ):
                 self._check_units(msg[name], f"{kind}.{name}")
 
