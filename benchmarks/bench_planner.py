@@ -1,7 +1,18 @@
-"""Planner solve time and certified gap for the zoo models at B=64 and B=256 over a grid
-of bandwidths (estimated profiles: rpi4 device, x86_edge edge, gpu_cloud cloud).
+"""Planner solve time, certified gap, and gap to the exhaustive optimum, for the zoo models
+(estimated profiles: rpi4 device, x86_edge edge, gpu_cloud cloud).
 
-    python benchmarks/bench_planner.py [--budget-ms 1000] [--gap-tol 0.02] [--models ...]
+    python benchmarks/bench_planner.py [--models ...] [--batch-sizes 64 256] [--repeats 3]
+    python benchmarks/bench_planner.py --reference [--ref-cases small_cnn:16 vgg11:8 ...]
+
+1. Speed and answers: `plan()` over a grid of bandwidths (device<->edge 1, 10, 100 and
+   edge<->cloud 5, 50, 500 Mbit/s, latencies 2 ms / 20 ms) at each batch size; per cell
+   the median solve time of `--repeats` calls, the predicted step, the certified gap
+   (predicted / lower bound - 1, the bound of planner.load_bound) and the schedule.
+2. `--reference`: on instances small enough to enumerate (every cut tuple times every
+   split of the batch: planner.exhaustive, seconds to minutes each) the planner's answer
+   against the true optimum, gap = planner / optimum - 1.
+
+Timings are wall-clock on a shared machine: compare them within one run. No pass/fail.
 """
 
 from __future__ import annotations
@@ -9,15 +20,84 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 
 from hiertrain_edge.models import get_model
-from hiertrain_edge.planning.cost import Links
-from hiertrain_edge.planning.planner import plan
+from hiertrain_edge.planning.cost import CostModel, Links
+from hiertrain_edge.planning.planner import _exhaustive_points, exhaustive, plan
 from hiertrain_edge.profiling.measure import model_facts
 from hiertrain_edge.profiling.profile import load_profile
 
 BW_DE_MBPS = (1, 10, 100)
 BW_EC_MBPS = (5, 50, 500)
+LATENCY_S = (0.002, 0.02)
+REF_CASES = ("small_cnn:16", "small_cnn:64", "resnet18:8", "vgg11:6", "mobilenetv2:4")
+
+
+def bench_speed(args, profiles) -> None:
+    print(
+        f"## plan(): median of {args.repeats} calls per cell, profiles "
+        f"{args.device}/{args.edge}/{args.cloud}\n"
+    )
+    print("| model | N | B | de | ec | solve ms | predicted ms | certified gap % | schedule |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    summary = []
+    for name in args.models:
+        spec = get_model(name)
+        facts = model_facts(spec)  # sizing once per model, outside the timed solve
+        for batch_size in args.batch_sizes:
+            times, gaps = [], []
+            for de in BW_DE_MBPS:
+                for ec in BW_EC_MBPS:
+                    links = Links.symmetric(de, ec, *LATENCY_S)
+                    runs = [plan(facts, profiles, links, batch_size) for _ in range(args.repeats)]
+                    r = runs[-1]
+                    ms = statistics.median(x.solve_ms for x in runs)
+                    times.append(ms)
+                    gaps.append(r.gap)
+                    print(
+                        f"| {name} | {facts.num_units} | {batch_size} | {de:g} | {ec:g} | "
+                        f"{ms:.1f} | {1000 * r.predicted_s:.2f} | {100 * r.gap:.1f} | "
+                        f"{r.schedule.describe()} |",
+                        flush=True,
+                    )
+            summary.append((name, facts.num_units, batch_size, times, gaps))
+    print("\n| model | N | B | median solve ms | max solve ms | median certified gap % |")
+    print("|---|---|---|---|---|---|")
+    for name, n, b, times, gaps in summary:
+        print(
+            f"| {name} | {n} | {b} | {statistics.median(times):.1f} | {max(times):.1f} | "
+            f"{100 * statistics.median(gaps):.1f} |"
+        )
+
+
+def bench_reference(args, profiles) -> None:
+    print("\n## planner against the exhaustive optimum\n")
+    print("| model | N | B | de | ec | points | planner ms | optimum ms | gap % | exhaustive s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    worst = 0.0
+    for case in args.ref_cases:
+        name, b = case.split(":")
+        batch_size = int(b)
+        facts = model_facts(get_model(name))
+        points = _exhaustive_points(facts.num_units, batch_size)
+        for de in BW_DE_MBPS:
+            for ec in BW_EC_MBPS:
+                links = Links.symmetric(de, ec, *LATENCY_S)
+                mine = plan(facts, profiles, links, batch_size)
+                t0 = time.perf_counter()
+                ref = exhaustive(CostModel.build(facts, profiles, links), batch_size)
+                ref_s = time.perf_counter() - t0
+                assert ref is not None
+                gap = mine.predicted_s / ref[1] - 1
+                worst = max(worst, gap)
+                print(
+                    f"| {name} | {facts.num_units} | {batch_size} | {de:g} | {ec:g} | {points} | "
+                    f"{1000 * mine.predicted_s:.3f} | {1000 * ref[1]:.3f} | {100 * gap:.3f} | "
+                    f"{ref_s:.1f} |",
+                    flush=True,
+                )
+    print(f"\nworst gap to the optimum: {100 * worst:.3f}%")
 
 
 def main() -> int:
@@ -26,53 +106,21 @@ def main() -> int:
         "--models", nargs="+", default=["small_cnn", "vgg11", "resnet18", "mobilenetv2"]
     )
     ap.add_argument("--batch-sizes", nargs="+", type=int, default=[64, 256])
-    ap.add_argument("--budget-ms", type=float, default=1000.0)
-    ap.add_argument("--gap-tol", type=float, default=0.02)
+    ap.add_argument("--repeats", type=int, default=3, help="plan() calls per cell (median)")
+    ap.add_argument("--reference", action="store_true", help="also the exhaustive comparison")
+    ap.add_argument("--reference-only", action="store_true", help="only that")
+    ap.add_argument(
+        "--ref-cases", nargs="+", default=list(REF_CASES), help="MODEL:BATCH, small enough"
+    )
     ap.add_argument("--device", default="rpi4")
     ap.add_argument("--edge", default="x86_edge")
     ap.add_argument("--cloud", default="gpu_cloud")
     args = ap.parse_args()
-    profiles = {
-        "device": load_profile(args.device),
-        "edge": load_profile(args.edge),
-        "cloud": load_profile(args.cloud),
-    }
-    print(
-        f"profiles {args.device}/{args.edge}/{args.cloud}, budget {args.budget_ms:g} ms, "
-        f"gap tolerance {args.gap_tol:g}"
-    )
-    print(f"{'model':12s} {'N':>3s} {'B':>4s} {'de':>4s} {'ec':>4s} {'solve ms':>9s} "
-          f"{'gap %':>7s} {'exact':>5s} {'x best base':>11s}  schedule")  # fmt: skip
-    for name in args.models:
-        spec = get_model(name)
-        model_facts(spec)  # sizing once per model, outside the timed solve
-        for batch_size in args.batch_sizes:
-            times, gaps = [], []
-            for de in BW_DE_MBPS:
-                for ec in BW_EC_MBPS:
-                    r = plan(
-                        spec,
-                        profiles,
-                        Links.symmetric(de, ec, 0.002, 0.02),
-                        batch_size,
-                        budget_s=args.budget_ms / 1000,
-                        gap_tol=args.gap_tol,
-                    )
-                    base = min(r.baselines.values())
-                    times.append(r.solve_ms)
-                    gaps.append(r.gap)
-                    print(
-                        f"{name:12s} {spec.num_units:3d} {batch_size:4d} {de:4g} {ec:4g} "
-                        f"{r.solve_ms:9.1f} {100 * r.gap:7.2f} {str(r.exact):>5s} "
-                        f"{base / r.predicted_s:11.2f}  {r.schedule.describe()}",
-                        flush=True,
-                    )
-            print(
-                f"{name:12s} {spec.num_units:3d} {batch_size:4d} summary: median solve "
-                f"{statistics.median(times):.1f} ms, max {max(times):.1f} ms; median gap "
-                f"{100 * statistics.median(gaps):.2f}%, max {100 * max(gaps):.2f}%",
-                flush=True,
-            )
+    profiles = {t: load_profile(getattr(args, t)) for t in ("device", "edge", "cloud")}
+    if not args.reference_only:
+        bench_speed(args, profiles)
+    if args.reference or args.reference_only:
+        bench_reference(args, profiles)
     return 0
 
 

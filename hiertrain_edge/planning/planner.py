@@ -4,25 +4,44 @@ time, a lower bound no schedule can beat, and the single-tier and two-tier basel
 Search space: up to three groups, each a size n >= 1 and cuts 0 <= c1 <= c2 <= N,
 sizes summing to the batch size B, every tier's peak memory within its budget.
 
-How it searches. The step time is order-dependent only through the dispatch order, so
-a candidate is a *cut tuple*: groups listed cloud-bound first, then edge-terminal, then
-at most one device-local group (two local groups are never better than one: their
-work adds up and each costs its fixed overhead). For a fixed cut tuple the step time is
-a convex piecewise-linear function of the sizes (cost.py), evaluated for *all* integer
-size vectors at once with numpy, so each tuple's best sizes are exact.
+How it searches. The step time depends on the order of the groups only through the
+dispatch order, so a candidate is a *cut tuple*: groups listed cloud-bound first, then
+edge-terminal, then at most one device-local group (two local groups are never better
+than one: their work adds up and each costs its fixed overhead). Candidates are
+evaluated in batches by planning/fastcost.py, which gives the cost model's exact time
+for many cut tuples and size vectors in one numpy pass.
 
-* Small spaces (few units, small B): every cut tuple is evaluated; the result is the
-  exact optimum and the lower bound equals it (gap 0).
-* Large spaces: a lower bound per cut multiset from resource loads (each tier's busy
-  time and each link direction's transfer time, all affine in the sizes; their maximum
-  can only underestimate the step time) prunes the space; the remaining tuples are
-  evaluated in increasing bound order until the bound reaches the best time found or the
-  time budget runs out. The certified lower bound is the smaller of the best time and
-  the smallest bound left unevaluated; gap = predicted / lower bound - 1.
+1. Every single group (each cut pair with the whole batch) is evaluated: the baselines,
+   and the planner never returns anything slower.
+2. Small spaces (every cut tuple times every split of the batch, at most
+   EXHAUSTIVE_MAX_EVALS points) are evaluated whole: the optimum, gap 0.
+3. Larger spaces are searched in rounds, each one numpy pass over many candidates:
+   a. *pipelines*: every cut pair split into two and three groups;
+   b. *mixes*: every tuple of two or three groups drawn from the SHORTLIST best pairs;
+      (a) and (b) with sizes on a lattice of B / 8 samples;
+   c. *sizes*: the best tuples' sizes move samples between groups (1, 2, 4, ... at a
+      time) while a move helps (the step time is convex in the sizes, cost.py);
+   d. *cuts*: each group of the best tuples moves a cut by one unit, or a group is
+      dropped or split in two; what helps is refined as in (c); repeated while it helps;
+   e. the final tuple's sizes are checked exhaustively in a window around them.
+   This is a heuristic: benchmarks/bench_planner.py prints its gap to the exhaustive
+   optimum on instances small enough to enumerate, tests/planning check it on seeded
+   ones.
+
+Lower bound. Every tier and link direction is a serial resource, so the step lasts at
+least any weighted average of the resources' busy times. For weights w, each group's
+weighted busy time is affine in its size with non-negative terms, so no split of the
+batch beats the single group on the best pair: the bound is max over w of
+min over pairs of w . (fixed + B * per-sample load). The best w is found by
+multiplicative weights (a zero-sum game between w and the pairs); any w gives a valid
+bound. The bound ignores how work waits for work, so it is loose for pipelines (their
+fill and drain); gap = predicted / lower bound - 1 is a certified upper bound on the
+true gap, not the gap itself.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import math
@@ -34,7 +53,8 @@ import numpy as np
 
 from hiertrain_edge.errors import ConfigError, ScheduleError
 from hiertrain_edge.models import ModelSpec
-from hiertrain_edge.planning.cost import LINKS, CostModel, Links
+from hiertrain_edge.planning.cost import LABEL_BYTES, LINKS, CostModel, Links
+from hiertrain_edge.planning.fastcost import LOCAL, FastCost, pair_class
 from hiertrain_edge.planning.schedule import Group, Schedule
 from hiertrain_edge.profiling.measure import ModelFacts
 from hiertrain_edge.profiling.profile import TierProfile
@@ -42,9 +62,17 @@ from hiertrain_edge.profiling.profile import TierProfile
 log = logging.getLogger(__name__)
 
 MAX_GROUPS = 3
-EXHAUSTIVE_MAX_TUPLES = 6000  # evaluate every cut tuple up to this many
-DEFAULT_BUDGET_S = 1.0  # wall-clock budget of the pruned search on large spaces
+EXHAUSTIVE_MAX_EVALS = 400_000  # cut tuples x splits evaluated whole up to this many
+DEFAULT_BUDGET_S = 1.0  # kept for callers; the search no longer needs a time budget
 BASELINES = ("device_only", "edge_only", "cloud_only", "best_two_tier")
+SHORTLIST = 9  # best cut pairs combined into mixes of two and three groups
+LATTICE_PARTS = 8  # screening sizes: 1 and multiples of B / 8
+EXACT_TUPLES = 6  # tuples whose best sizes are searched exactly after screening
+SIZE_GRID_POINTS = 2100  # splits per tuple in one pass (every split of 64 in 3 is 1953)
+WINDOW_MOVES = 3  # moves of the window around a lattice's best split
+NEIGHBOUR_TUPLES = 3  # tuples whose cuts are moved in each local-search round
+MAX_ROUNDS = 4  # local-search rounds at most
+CHUNK_EVALS = 200_000  # points per numpy pass in the exhaustive search
 
 
 @dataclass
@@ -82,10 +110,7 @@ def cut_pairs(num_units: int) -> list[tuple[int, int]]:
 
 def _depth(pair: tuple[int, int], num_units: int) -> int:
     """0 cloud-bound, 1 edge-terminal, 2 device-local: the dispatch order's key."""
-    c1, c2 = pair
-    if c2 < num_units:
-        return 0
-    return 1 if c1 < num_units else 2
+    return pair_class(pair[0], pair[1], num_units)
 
 
 def cut_tuples(num_units: int, max_groups: int = MAX_GROUPS):
@@ -138,181 +163,385 @@ def compositions(total: int, parts: int) -> list[np.ndarray]:
     return _COMPOSITIONS[key]
 
 
-# --- evaluating one cut tuple -----------------------------------------------------------
-
-
-def best_sizes(
-    model: CostModel, cuts: tuple[tuple[int, int], ...], batch_size: int
-) -> tuple[float, list[int] | None]:
-    """The exact best integer sizes for a cut tuple, and their step time (inf, None when
-    no sizes fit memory or a needed link is down)."""
-    k = len(cuts)
-    if k > batch_size:
-        return math.inf, None
-    cols = compositions(batch_size, k)
-    times = np.asarray(model.step_time(list(cuts), cols), dtype=float)
-    if times.ndim == 0:
-        times = np.full(cols[0].shape, float(times))
-    fits = np.asarray(model.fits_memory(list(cuts), cols))
-    times = np.where(fits, times, np.inf)
-    i = int(np.argmin(times))
-    if not math.isfinite(times[i]):
-        return math.inf, None
-    return float(times[i]), [int(c[i]) for c in cols]
-
-
 def _schedule(cuts, sizes) -> Schedule:
     return Schedule(tuple(Group(n, c1, c2) for (c1, c2), n in zip(cuts, sizes, strict=True)))
 
 
-# --- lower bounds -----------------------------------------------------------------------
+# --- evaluating cut tuples in batches ---------------------------------------------------
+
+Cuts = tuple[tuple[int, int], ...]
 
 
-def _load_rows(model: CostModel, pair: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-resource work of one group on `pair`: fixed seconds and seconds per sample.
+class _Evaluator:
+    """Cut tuples (in dispatch order) and size vectors to step times, through FastCost;
+    remembers the best sizes found for every tuple."""
 
-    Rows: device, edge, cloud, then the four link directions. Message overheads are
-    counted on the sender and receiver as in cost.py; replication traffic is left out
-    (it only adds), so the rows never overestimate.
-    """
+    def __init__(self, model: CostModel, batch_size: int) -> None:
+        self.fast = FastCost(model)
+        self.N = model.num_units
+        self.B = batch_size
+        self.best: dict[Cuts, tuple[float, tuple[int, ...]]] = {}
+        self.points = 0
+        self.passes = 0
+
+    def arrays(self, tuples: list[Cuts]) -> tuple[np.ndarray, np.ndarray]:
+        pad = [list(t) + [(-1, -1)] * (MAX_GROUPS - len(t)) for t in tuples]
+        arr = np.array(pad, dtype=np.int64).reshape(len(tuples), MAX_GROUPS, 2)
+        return arr[:, :, 0].T.copy(), arr[:, :, 1].T.copy()
+
+    def times(self, tuples: list[Cuts], sizes: np.ndarray) -> np.ndarray:
+        """Step times (T, S) for sizes (T, S, G) (0 for absent groups); inf where a size
+        vector is not a split of the batch into positive parts, or memory is exceeded."""
+        c1, c2 = self.arrays(tuples)
+        present = (c2 >= 0).T[:, None, :]  # (T, 1, G)
+        valid = np.where(present, sizes >= 1, sizes == 0).all(axis=2)
+        valid &= sizes.sum(axis=2) == self.B
+        ns = np.transpose(np.where(valid[:, :, None], sizes, 1), (2, 0, 1)).astype(float)
+        ns = np.where(present.transpose(2, 0, 1), ns, 0.0)
+        out = np.where(valid, self.fast.evaluate(c1, c2, ns), np.inf)
+        self.points += out.size
+        self.passes += 1
+        self.keep(tuples, sizes, out)
+        return out
+
+    def keep(self, tuples: list[Cuts], sizes: np.ndarray, times: np.ndarray) -> None:
+        j = np.argmin(times, axis=1)
+        tj = times[np.arange(len(tuples)), j].tolist()
+        best = self.best
+        for t, cuts in enumerate(tuples):
+            if tj[t] < best.get(cuts, _NONE)[0]:
+                best[cuts] = (tj[t], tuple(sizes[t, j[t], : len(cuts)].tolist()))
+
+    def top(self, count: int) -> list[Cuts]:
+        items = heapq.nsmallest(count, self.best.items(), key=lambda kv: (kv[1][0], kv[0]))
+        return [c for c, (t, _) in items if math.isfinite(t)]
+
+    def winner(self) -> tuple[Cuts, float, tuple[int, ...]] | None:
+        top = self.top(1)
+        if not top:
+            return None
+        return top[0], *self.best[top[0]]
+
+    def sizes_pass(self, tuples: list[Cuts], grids) -> None:
+        """One pass over tuples, each with its own rows of sizes (padded by repeats);
+        `grids` is a list (one per tuple) or a function of the number of groups."""
+        if not tuples:
+            return
+        if callable(grids):
+            by_k = {k: grids(k) for k in {len(c) for c in tuples}}
+            S = max(len(g) for g in by_k.values())
+            pad = {k: g[np.minimum(np.arange(S), len(g) - 1)] for k, g in by_k.items()}
+            sizes = np.stack([pad[len(c)] for c in tuples])
+        else:
+            S = max(len(g) for g in grids)
+            sizes = np.stack([g[np.minimum(np.arange(S), len(g) - 1)] for g in grids])
+        self.times(tuples, sizes)
+
+
+_NONE = (math.inf, ())
+
+
+def _lattice(batch_size: int, parts: int, step: int) -> np.ndarray:
+    """Splits of the batch into `parts` positive sizes, every size but the last 1 or a
+    multiple of `step`; rows of length MAX_GROUPS (0 beyond `parts`)."""
+    key = (batch_size, parts, step)
+    if key not in _LATTICES:
+        values = sorted({1, *range(step, batch_size, step)})
+        rows = []
+        for head in itertools.product(values, repeat=parts - 1):
+            rest = batch_size - sum(head)
+            if rest >= 1:
+                rows.append([*head, rest] + [0] * (MAX_GROUPS - parts))
+        _LATTICES[key] = np.array(rows, dtype=np.int64).reshape(-1, MAX_GROUPS)
+    return _LATTICES[key]
+
+
+_LATTICES: dict[tuple[int, int, int], np.ndarray] = {}
+
+
+def _window(base: tuple[int, ...], radius: int) -> np.ndarray:
+    """Every split within `radius` samples of `base` in each free size."""
+    k = len(base)
+    r = np.arange(-radius, radius + 1)
+    if k == 1:
+        d = np.zeros((1, 1), dtype=np.int64)
+    elif k == 2:
+        d = np.stack([r, -r], axis=1)
+    else:
+        a, b = (x.ravel() for x in np.meshgrid(r, r, indexing="ij"))
+        d = np.stack([a, b, -a - b], axis=1)
+    rows = np.array(base)[None, :] + d
+    return np.pad(rows, ((0, 0), (0, MAX_GROUPS - k)))
+
+
+def _exact_sizes(ev: _Evaluator, tuples: list[Cuts]) -> None:
+    """The best split of the batch for each tuple: every split when there are at most
+    SIZE_GRID_POINTS, else a lattice of splits then every split in a window around the
+    lattice's best, moved while its best lies on the window's edge."""
+    B = ev.B
+    step = 1
+    while len(_lattice(B, 3, step)) > SIZE_GRID_POINTS:
+        step += 1
+    tuples = [c for c in tuples if len(c) > 1]
+    ev.sizes_pass(tuples, lambda k: _lattice(B, k, step))
+    radius = step
+    for _ in range(WINDOW_MOVES if step > 1 else 0):
+        before = {c: ev.best[c] for c in tuples}
+        ev.sizes_pass(tuples, [_window(ev.best[c][1], radius) for c in tuples])
+        tuples = [c for c in tuples if ev.best[c][0] < before[c][0]]
+        if not tuples:
+            return
+
+
+def _canonical(cuts, num_units: int) -> Cuts | None:
+    """Cut pairs in dispatch order (stable within a class); None with two local groups."""
+    out = tuple(sorted(cuts, key=lambda p: _depth(p, num_units)))
+    if sum(_depth(p, num_units) == LOCAL for p in out) > 1:
+        return None
+    return out
+
+
+def _neighbours(cuts: Cuts, N: int) -> list[Cuts]:
+    """Tuples one move away: one group's cuts moved by one or two units, a group dropped,
+    or a group split in two on the same cuts."""
+    out = []
+    k = len(cuts)
+    for i, (c1, c2) in enumerate(cuts):
+        for d1, d2 in ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (1, 1), (-2, 0), (0, 2)):
+            a, b = c1 + d1, c2 + d2
+            if 0 <= a <= b <= N and (a, b) != (c1, c2):
+                out.append(cuts[:i] + ((a, b),) + cuts[i + 1 :])
+    if k > 1:
+        out += [cuts[:i] + cuts[i + 1 :] for i in range(k)]
+    if k < MAX_GROUPS:
+        out += [cuts[:i] + (cuts[i],) + cuts[i:] for i in range(k)]
+    result = []
+    for cand in out:
+        canon = _canonical(cand, N)
+        if canon is not None:
+            result.append(canon)
+    return result
+
+
+def _local_search(ev: _Evaluator) -> None:
+    """Move the cuts of the best few tuples while that helps: each round screens the
+    neighbours on the coarse lattice, then finds exact sizes for the best of them."""
+    step = max(1, ev.B // LATTICE_PARTS)
+    done: set[Cuts] = set()
+    for _ in range(MAX_ROUNDS):
+        heads = [c for c in ev.top(NEIGHBOUR_TUPLES + len(done)) if c not in done]
+        heads = heads[:NEIGHBOUR_TUPLES]
+        if not heads:
+            return
+        done.update(heads)
+        fresh = list(dict.fromkeys(n for c in heads for n in _neighbours(c, ev.N)))
+        fresh = [c for c in fresh if c not in ev.best]
+        if not fresh:
+            continue
+        before = ev.winner()[1]
+        ev.sizes_pass(fresh, lambda k: _lattice(ev.B, k, step))
+        ranked = sorted(fresh, key=lambda c: ev.best[c][0])[:EXACT_TUPLES]
+        _exact_sizes(ev, ranked)
+        if ev.winner()[1] >= before and all(c in done for c in ev.top(NEIGHBOUR_TUPLES)):
+            return
+
+
+def _search(ev: _Evaluator, loads: np.ndarray) -> None:
+    """Step 3 of the module docstring; `loads` (P, R) are each pair's busy seconds per
+    resource with the whole batch (`_load_matrix`)."""
+    N, B = ev.N, ev.B
+    pairs = cut_pairs(N)
+    cls = {p: _depth(p, N) for p in pairs}
+    step = max(1, B // LATTICE_PARTS)
+
+    # a. Pipelines: every pair in two and three groups, unless its busiest resource
+    # alone already takes longer than the best single group (no split can beat that).
+    best_single = ev.winner()[1] if ev.winner() else math.inf
+    floor = loads.max(axis=1)
+    pipes = [
+        (p,) * k
+        for k in (2, 3)
+        if k <= B
+        for p, f in zip(pairs, floor, strict=True)
+        if cls[p] != LOCAL and f < best_single
+    ]
+    ev.sizes_pass(pipes, lambda k: _lattice(B, k, step))
+
+    # b. Mixes of the best pairs (by their best pipeline or single group), always with
+    # the device-local group and the best edge-terminal and cloud-bound pairs.
+    score: dict[tuple[int, int], float] = {}
+    for cuts, (t, _) in ev.best.items():
+        if cuts[0] == cuts[-1]:
+            score[cuts[0]] = min(score.get(cuts[0], math.inf), t)
+    ranked = sorted((p for p in score if math.isfinite(score[p])), key=lambda p: score[p])
+    short = ranked[:SHORTLIST]
+    for c in range(3):
+        short += [p for p in ranked if cls[p] == c][:1]
+    short = sorted(set(short), key=lambda p: (cls[p], p))
+    mixes = set()
+    for k in (2, 3):
+        if k > B:
+            continue
+        for combo in itertools.combinations_with_replacement(short, k):
+            if combo[0] == combo[-1] or sum(cls[p] == LOCAL for p in combo) > 1:
+                continue
+            # every order within a class (the classes' order is fixed)
+            parts = [[p for p in combo if cls[p] == c] for c in range(3)]
+            for pick in itertools.product(*(set(itertools.permutations(q)) for q in parts)):
+                mixes.add(tuple(itertools.chain.from_iterable(pick)))
+    coarse = max(step, B // 4)
+    ev.sizes_pass(sorted(mixes), lambda k: _lattice(B, k, coarse))
+
+    # c-e. Exact sizes of the best, then local search on their cuts.
+    _exact_sizes(ev, ev.top(EXACT_TUPLES))
+    _local_search(ev)
+
+
+def exhaustive(model: CostModel, batch_size: int) -> tuple[Cuts, float, tuple[int, ...]] | None:
+    """The optimum over every cut tuple and every split of the batch (the reference the
+    search is checked against; slow beyond small models or batches). None when nothing
+    fits."""
+    ev = _Evaluator(model, batch_size)
     N = model.num_units
-    D, E, C = (model.tiers[t] for t in ("device", "edge", "cloud"))
-    bps = model.links.bytes_per_s()
-    c1, c2 = pair
-    a, b = np.zeros(7), np.zeros(7)
-    depth = _depth(pair, N)
+    comps = {
+        k: np.stack(
+            [*compositions(batch_size, k)]
+            + [np.zeros_like(compositions(batch_size, k)[0])] * (MAX_GROUPS - k),
+            axis=1,
+        ).astype(np.int64)
+        for k in range(1, MAX_GROUPS + 1)
+        if k <= batch_size
+    }
+    best: tuple[Cuts, float, tuple[int, ...]] | None = None
+    batch: list[Cuts] = []
 
-    def link(i: int, per_sample: float) -> None:
-        if per_sample > 0:
-            b[i] += per_sample / bps[i] if bps[i] > 0 else math.inf
+    def flush(k: int) -> None:
+        nonlocal best
+        if batch:
+            sizes = np.broadcast_to(comps[k][None], (len(batch), *comps[k].shape))
+            ev.best = {}
+            ev.times(batch, sizes)
+            top = ev.winner()
+            if top is not None and (best is None or top[1] < best[1]):
+                best = top
+            batch.clear()
 
-    if depth == 2:
-        a[0] += D.fwd(0, N, 0) + D.bwd(0, N, 0)
-        b[0] += D.fwd(0, N, 1) + D.bwd(0, N, 1) - a[0]
-        return a, b
-    # device slice and the fwd / bwd messages of this group
-    a[0] += D.fwd(0, c1, 0) + D.bwd(0, c1, 0) + D.message_s
-    b[0] += (D.fwd(0, c1, 1) - D.fwd(0, c1, 0)) + (D.bwd(0, c1, 1) - D.bwd(0, c1, 0))
-    link(0, model.act_bytes(c1) + 8)
-    if c1 > 0:
-        link(1, model.act_bytes(c1))
-    if depth == 1:
-        a[1] += E.fwd(c1, N, 0) + E.bwd(c1, N, 0) + E.message_s
-        b[1] += (E.fwd(c1, N, 1) - E.fwd(c1, N, 0)) + (E.bwd(c1, N, 1) - E.bwd(c1, N, 0))
-        return a, b
-    a[1] += E.fwd(c1, c2, 0) + E.bwd(c1, c2, 0) + 2 * E.message_s
-    b[1] += (E.fwd(c1, c2, 1) - E.fwd(c1, c2, 0)) + (E.bwd(c1, c2, 1) - E.bwd(c1, c2, 0))
-    a[2] += C.fwd(c2, N, 0) + C.bwd(c2, N, 0) + C.message_s
-    b[2] += (C.fwd(c2, N, 1) - C.fwd(c2, N, 0)) + (C.bwd(c2, N, 1) - C.bwd(c2, N, 0))
-    link(2, model.act_bytes(c2) + 8)
-    if c2 > 0:
-        link(3, model.act_bytes(c2))
-    return a, b
+    for k in sorted(comps):
+        per = max(1, CHUNK_EVALS // len(comps[k]))
+        for cuts in cut_tuples(N, k):
+            if len(cuts) == k:
+                batch.append(cuts)
+                if len(batch) >= per:
+                    flush(k)
+        flush(k)
+    return best
+
+
+def _exhaustive_points(num_units: int, batch_size: int) -> int:
+    n_cloud = num_units * (num_units + 1) // 2
+    total = 0
+    for k in range(1, MAX_GROUPS + 1):
+        if k > batch_size:
+            break
+        count = 0
+        for kc in range(k + 1):
+            for ke in range(k - kc + 1):
+                if k - kc - ke <= 1:
+                    count += n_cloud**kc * num_units**ke
+        total += count * len(compositions(batch_size, k)[0])
+    return total
+
+
+# --- lower bound ----------------------------------------------------------------------
+
+
+def _load_matrix(model: CostModel, pairs: list[tuple[int, int]], batch_size: int) -> np.ndarray:
+    """Per-resource busy seconds of one group on each pair with the whole batch alone:
+    (P, R), columns device, edge, cloud, then the four link directions.
+
+    Message overheads count on the sender and the receiver as in cost.py (half each);
+    the `step` message, headers, replicas and the optimizer are left out (they only add),
+    so no entry overestimates what a group of that pair puts on a resource.
+    """
+    fast = FastCost(model)
+    N, B = model.num_units, 1.0
+    D, E, C = fast.tiers
+    c1 = np.array([p[0] for p in pairs])
+    c2 = np.array([p[1] for p in pairs])
+    cls = np.array([_depth(p, N) for p in pairs])
+    cl, lo = cls == 0, cls == LOCAL
+    zero = np.zeros(len(pairs), dtype=np.int64)
+    full = np.full(len(pairs), N)
+
+    def train(tier, a, b):  # fixed seconds and seconds per sample of fwd + bwd of [a, b)
+        fixed = tier.fwd(a, b, 0.0) + tier.bwd(a, b, 0.0)
+        return fixed, tier.fwd(a, b, B) + tier.bwd(a, b, B) - fixed
+
+    cols_a = np.zeros((len(pairs), 7))
+    cols_b = np.zeros((len(pairs), 7))
+    da, db = train(D, zero, np.where(lo, N, c1))
+    cols_a[:, 0] = da + np.where(lo, 0.0, 2 * D.half_s)
+    cols_b[:, 0] = db
+    ea_t, eb_t = train(E, np.where(lo, N, c1), np.where(cl, c2, full))
+    cols_a[:, 1] = np.where(lo, 0.0, ea_t + np.where(cl, 4, 2) * E.half_s)
+    cols_b[:, 1] = np.where(lo, 0.0, eb_t)
+    ca, cb = train(C, np.where(cl, c2, full), full)
+    cols_a[:, 2] = np.where(cl, ca + 2 * C.half_s, 0.0)
+    cols_b[:, 2] = np.where(cl, cb, 0.0)
+    act = fast.act.astype(float)
+    per_byte = [1 / r if r > 0 else math.inf for r in fast.bps]
+    link_bytes = (
+        np.where(lo, 0.0, act[c1] + LABEL_BYTES),  # device -> edge: `fwd`
+        np.where(~lo & (c1 > 0), act[c1], 0.0),  # edge -> device: `bwd`
+        np.where(cl, act[np.minimum(c2, N)] + LABEL_BYTES, 0.0),  # edge -> cloud: `fwd`
+        np.where(cl & (c2 > 0), act[np.minimum(c2, N)], 0.0),  # cloud -> edge: `bwd`
+    )
+    for i, nbytes in enumerate(link_bytes):
+        with np.errstate(invalid="ignore"):
+            cols_b[:, 3 + i] = np.where(nbytes > 0, nbytes * per_byte[i], 0.0)
+    return cols_a + cols_b * batch_size
+
+
+def game_value(cost: np.ndarray) -> float:
+    """max over weights w on the simplex of min over rows p of cost[p] . w (cost >= 0,
+    finite): the value of a zero-sum game, by the simplex method on its packing form
+    max 1.y s.t. cost^T y <= 1, y >= 0, whose optimum is 1 / value."""
+    P, R = cost.shape
+    if P == 0:
+        return 0.0
+    tab = np.zeros((R + 1, P + R + 1))
+    tab[:R, :P] = cost.T
+    tab[:R, P : P + R] = np.eye(R)
+    tab[:R, -1] = 1.0
+    tab[R, :P] = -1.0
+    for _ in range(50 * (R + 1)):
+        enter = int(np.argmin(tab[R, :-1]))
+        if tab[R, enter] >= -1e-12:
+            break
+        col = tab[:R, enter]
+        pos = col > 1e-12
+        if not pos.any():
+            return 0.0  # a resource no row uses: weight on it bounds nothing
+        ratios = np.where(pos, tab[:R, -1] / np.where(pos, col, 1.0), np.inf)
+        leave = int(np.argmin(ratios))
+        tab[leave] /= tab[leave, enter]
+        others = np.arange(R + 1) != leave
+        tab[others] -= np.outer(tab[others, enter], tab[leave])
+    opt = tab[R, -1]
+    return 1.0 / opt if opt > 0 else 0.0
 
 
 RESOURCES = ("device", "edge", "cloud", *LINKS)
 
 
-def _heads_tails(
-    model: CostModel, pair: tuple[int, int], n: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
-    """For a group on `pair` with n samples, alone: when its first operation on each
-    resource can start at the earliest (head), and how long its own chain still runs
-    after its last operation there (tail). inf where it does not use the resource.
-
-    In any schedule the group starts no earlier and its chain takes no less, since every
-    duration only grows with n and with other groups' work (the step is max-plus).
-    """
-    events: list = []
-    model.step_time([pair], [n], events)
-    mine = [e for e in events if "g0" in e.label]
-    head, last = np.full(len(RESOURCES), np.inf), np.full(len(RESOURCES), -np.inf)
-    if not mine:
-        return head, head.copy()
-    end = max(e.end_s for e in mine)
-    for e in mine:
-        r = RESOURCES.index(e.resource)
-        head[r] = min(head[r], e.start_s)
-        last[r] = max(last[r], e.end_s)
-    tail = np.where(np.isfinite(last), end - last, np.inf)
-    return head, tail
-
-
-@dataclass
-class _Bounds:
-    """Per cut pair: fixed and per-sample load on each resource, heads and tails."""
-
-    A: np.ndarray  # (P, R) seconds per group
-    Bm: np.ndarray  # (P, R) seconds per sample
-    H: np.ndarray  # (P, R)
-    T: np.ndarray  # (P, R)
-
-    def weighted(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        on = w > 0  # skip zero weights: 0 * inf (a link that is down) is no bound
-        fixed = self.A[:, on] @ w[on] + self.Bm[:, on] @ w[on]  # a group of one sample
-        per_sample = self.Bm[:, on] @ w[on]
-        return fixed, per_sample
-
-    def of(self, combos: np.ndarray, batch_size: int, weights: np.ndarray) -> np.ndarray:
-        """A lower bound on the step time of every cut multiset in `combos`.
-
-        For each resource r: step >= min head_r + load_r(n) + min tail_r over the
-        groups. For weights w >= 0 summing to 1 the maximum over r is at least the
-        w-average, whose minimum over sizes puts one sample on each group and the rest
-        on the group with the smallest weighted per-sample cost. The best over a few
-        weight vectors is kept.
-        """
-        k = combos.shape[1]
-        h = self.H[combos].min(axis=1)
-        t = self.T[combos].min(axis=1)
-        edge_terms = np.where(np.isfinite(h) & np.isfinite(t), h + t, 0.0)
-        best = np.zeros(len(combos))
-        for w in weights:
-            fixed, per_sample = self.weighted(w)
-            bound = (
-                edge_terms @ w
-                + fixed[combos].sum(axis=1)
-                + (batch_size - k) * per_sample[combos].min(axis=1)
-            )
-            best = np.maximum(best, bound)
-        return best
-
-
-def _survivors(bounds: _Bounds, k: int, batch_size: int, target: float, w: np.ndarray):
-    """Every k-multiset of pairs (rows of pair indices) whose weighted load bound is
-    below `target`, found without listing the rest: sort pairs by per-sample cost; a
-    multiset's cheapest member (its leader) takes the batch, the others one sample."""
-    fixed, per_sample = bounds.weighted(w)
-    order = np.argsort(per_sample, kind="stable")
-    fs, cs = fixed[order], per_sample[order]
-    suffix_min = np.minimum.accumulate(fs[::-1])[::-1]
-    floor = float(np.min(fs + (batch_size - k) * cs + (k - 1) * suffix_min))
-    slack_all = target - fs - (batch_size - k) * cs
-    if k == 3:
-        # Too many to list: report only the floor, a bound on every k-multiset.
-        cand = [(fs[i:] < slack_all[i] - suffix_min[i]).sum() for i in range(len(order))]
-        if sum(c * (c + 1) // 2 for c in cand) > MAX_SURVIVORS:
-            return None, floor
-    out = []
-    for i in range(len(order)):
-        slack = target - fs[i] - (batch_size - k) * cs[i]
-        if not slack > (k - 1) * suffix_min[i]:
-            continue
-        rest = np.arange(i, len(order))
-        if k == 2:
-            js = rest[fs[rest] < slack]
-            out.append(np.stack([np.full(len(js), i), js], axis=1))
-            continue
-        cand = rest[fs[rest] < slack - suffix_min[i]]
-        if len(cand) == 0:
-            continue
-        jj, ll = np.triu_indices(len(cand))
-        keep = fs[cand[jj]] + fs[cand[ll]] < slack
-        js, ls = cand[jj[keep]], cand[ll[keep]]
-        out.append(np.stack([np.full(len(js), i), js, ls], axis=1))
-    if not out:
-        return np.zeros((0, k), dtype=int), floor
-    return order[np.concatenate(out)], floor
+def load_bound(model: CostModel, batch_size: int, loads: np.ndarray | None = None) -> float:
+    """max over weights w of min over cut pairs of w . (busy seconds of the pair with the
+    whole batch): a lower bound on every schedule's step time (module docstring)."""
+    if loads is None:
+        loads = _load_matrix(model, cut_pairs(model.num_units), batch_size)
+    cost = loads
+    cost = cost[np.isfinite(cost).all(axis=1)]  # pairs that need a down link cannot run
+    return game_value(cost)
 
 
 # --- the planner --------------------------------------------------------------------
@@ -329,9 +558,12 @@ def plan(
 ) -> Plan:
     """The fastest schedule the planner finds for one step of `batch_size` samples.
 
-    `memory_budgets` (bytes per tier) override the profiles' budgets. Raises ScheduleError
-    when no schedule fits memory and the links, ConfigError on bad inputs.
+    `memory_budgets` (bytes per tier) override the profiles' budgets. `budget_s` and
+    `gap_tol` are accepted for compatibility and unused: the search has a fixed, small
+    number of rounds. Raises ScheduleError when no schedule fits memory and the links,
+    ConfigError on bad inputs.
     """
+    del budget_s, gap_tol
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     model = CostModel.build(spec, profiles, links)  # unit sizes and FLOPs: cached per model
@@ -340,44 +572,46 @@ def plan(
     t0 = time.perf_counter()
     N = model.num_units
 
-    # Baselines and every single-group schedule: always evaluated, so the plan is never
-    # worse than any of them.
-    results: dict[tuple, tuple[float, list[int] | None]] = {}
-    for pair in cut_pairs(N):
-        results[(pair,)] = best_sizes(model, (pair,), batch_size)
+    # 1. Every single group: the baselines, and a floor on the answer's quality.
+    ev = _Evaluator(model, batch_size)
+    pairs = cut_pairs(N)
+    full = np.zeros((len(pairs), 1, MAX_GROUPS), dtype=np.int64)
+    full[:, 0, 0] = batch_size
+    ev.times([(p,) for p in pairs], full)
+    results = {(p,): ev.best.get((p,), (math.inf, None)) for p in pairs}
     baselines, base_scheds = _baselines(results, N, batch_size)
 
-    if count_cut_tuples(N) <= EXHAUSTIVE_MAX_TUPLES:
-        for cuts in cut_tuples(N):
-            if cuts not in results:
-                results[cuts] = best_sizes(model, cuts, batch_size)
-        best_cuts = min(results, key=lambda c: results[c][0])
-        best_t, sizes = results[best_cuts]
-        lower, exact = best_t, True
+    # 2./3. The whole space when small, else the search.
+    loads = _load_matrix(model, pairs, batch_size)
+    exact = _exhaustive_points(N, batch_size) <= EXHAUSTIVE_MAX_EVALS
+    if exact:
+        found = exhaustive(model, batch_size)
+        if found is not None:
+            ev.best[found[0]] = (found[1], found[2])
     else:
-        best_cuts, best_t, sizes, lower = _pruned_search(
-            model, batch_size, results, budget_s, gap_tol
-        )
-        exact = lower >= best_t
-    if sizes is None or not math.isfinite(best_t):
+        _search(ev, loads)
+    win = ev.winner()
+    if win is None:
         raise ScheduleError(
             f"no schedule of {batch_size} samples fits: every tier's memory budget is "
             f"exceeded or a link it needs has 0 bandwidth ({_describe_links(links)})"
         )
+    best_cuts, best_t, sizes = win
     schedule = _schedule(best_cuts, sizes)
-    lower = min(lower, best_t)
+    lower = best_t if exact else min(best_t, load_bound(model, batch_size, loads))
     gap = best_t / lower - 1 if lower > 0 else 0.0
     solve_ms = (time.perf_counter() - t0) * 1000
     log.debug(
-        "planned %s: %.4f s per step (lower bound %.4f s, gap %.2f%%) in %.1f ms",
+        "planned %s: %.4f s per step (lower bound %.4f s, gap %.2f%%) in %.1f ms, %d points",
         schedule.describe(),
         best_t,
         lower,
         100 * gap,
         solve_ms,
+        ev.points,
     )
     return Plan(
-        schedule, best_t, lower, gap, baselines, solve_ms, exact, len(results), base_scheds
+        schedule, best_t, lower, gap, baselines, solve_ms, exact, len(ev.best), base_scheds
     )
 
 
@@ -417,234 +651,3 @@ def _baselines(results, N: int, batch_size: int):
         "best_two_tier": pick([(c, N) for c in range(1, N)] + [(c, c) for c in range(1, N)]),
     }
     return {k: v[0] for k, v in rows.items()}, {k: v[1] for k, v in rows.items()}
-
-
-def _affine_heads_tails(model: CostModel, pair: tuple[int, int]):
-    """Heads and tails of a group alone at n = 1 and 2, as intercept and slope per
-    resource (the alone chain has no contention, so both are affine in n)."""
-    h1, t1 = _heads_tails(model, pair, 1)
-    h2, t2 = _heads_tails(model, pair, 2)
-    with np.errstate(invalid="ignore"):
-        hs, ts = np.maximum(h2 - h1, 0.0), np.maximum(t2 - t1, 0.0)
-    hs, ts = np.nan_to_num(hs, nan=0.0, posinf=0.0), np.nan_to_num(ts, nan=0.0, posinf=0.0)
-    return h1 - hs, hs, t1 - ts, ts
-
-
-def _first_last(depths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For ordered cut tuples (rows of group depths: 0 cloud-bound, 1 edge-terminal,
-    2 local, in dispatch order), the position of the first and last group each resource
-    serves in the runtime's order, -1 where none. Columns follow RESOURCES."""
-    T, k = depths.shape
-    pos = np.broadcast_to(np.arange(k), (T, k))
-    big = k + 1
-
-    def first(mask):
-        v = np.where(mask, pos, big).min(axis=1)
-        return np.where(v == big, -1, v)
-
-    def last(mask):
-        return np.where(mask, pos, -1).max(axis=1)
-
-    off, cl, ed = depths < 2, depths == 0, depths == 1
-    any_off, any_cl = off.any(axis=1), cl.any(axis=1)
-    fl = np.full((T, len(RESOURCES), 2), -1)
-    # device: offloaded forwards first (else the local group); backwards last
-    fl[:, 0, 0] = 0
-    fl[:, 0, 1] = np.where(any_off, last(off), 0)
-    # edge: every offloaded group in order, then the cloud-bound backwards
-    fl[:, 1, 0] = first(off)
-    fl[:, 1, 1] = np.where(any_cl, last(cl), last(off))
-    # cloud and the edge<->cloud link: cloud-bound groups in order
-    for r in (2, 5, 6):
-        fl[:, r, 0], fl[:, r, 1] = first(cl), last(cl)
-    # device->edge: `fwd` messages in dispatch order
-    fl[:, 3, 0], fl[:, 3, 1] = first(off), last(off)
-    # edge->device: edge-terminal replies first, cloud-bound replies after them
-    fl[:, 4, 0] = np.where(ed.any(axis=1), first(ed), first(cl))
-    fl[:, 4, 1] = np.where(any_cl, last(cl), last(ed))
-    return fl[:, :, 0], fl[:, :, 1]
-
-
-def _ordered_bounds(
-    tuples: np.ndarray,
-    depth: np.ndarray,
-    bounds: _Bounds,
-    ht: dict[str, np.ndarray],
-    batch_size: int,
-    weights: np.ndarray,
-) -> np.ndarray:
-    """A lower bound per ordered cut tuple (rows of pair indices, dispatch order).
-
-    For each resource r: step >= head of its first group + its load + tail of its last
-    group, every term affine in the sizes. The maximum over r is at least any weighted
-    average, minimised over sizes as in `_Bounds.of`; the best of several weights is kept.
-    """
-    T, k = tuples.shape
-    R = len(RESOURCES)
-    first, last = _first_last(depth[tuples])
-    rows_c = bounds.A[tuples].sum(axis=1)  # (T, R) fixed load
-    slope = np.transpose(bounds.Bm[tuples], (0, 2, 1)).copy()  # (T, R, k)
-    used = first >= 0
-    t_idx = np.arange(T)[:, None]
-    r_idx = np.arange(R)[None, :]
-    fp = tuples[t_idx, np.where(used, first, 0)]  # pair index of the first group
-    lp = tuples[t_idx, np.where(used, last, 0)]
-    head_c = np.where(used, ht["ha"][fp, r_idx], 0.0)
-    tail_c = np.where(used, ht["ta"][lp, r_idx], 0.0)
-    rows_c = (
-        rows_c
-        + np.where(np.isfinite(head_c), head_c, 0)
-        + np.where(np.isfinite(tail_c), tail_c, 0)
-    )
-    for pos_arr, key in ((first, "hb"), (last, "tb")):
-        add = np.where(used, ht[key][tuples[t_idx, np.where(used, pos_arr, 0)], r_idx], 0.0)
-        for j in range(k):
-            slope[:, :, j] += np.where(pos_arr == j, add, 0.0)
-    best = np.zeros(T)
-    for w in weights:
-        on = w > 0
-        c = rows_c[:, on] @ w[on]
-        beta = np.einsum("trk,r->tk", slope[:, on, :], w[on])
-        best = np.maximum(best, c + beta.sum(axis=1) + (batch_size - k) * beta.min(axis=1))
-    return best
-
-
-def _pruned_search(model: CostModel, batch_size: int, results, budget_s: float, gap_tol: float):
-    """Branch and bound over cut tuples; returns (cuts, time, sizes, lower bound).
-
-    Cut multisets are screened by a load bound, their dispatch orders by a head + load
-    + tail bound; tuples whose bound is below best / (1 + gap_tol) are evaluated exactly
-    (best sizes), cheapest bound first, until none is left or the time budget is spent.
-    The lower bound is the smaller of the best time and the smallest bound left.
-    """
-    t_start = time.perf_counter()
-    N = model.num_units
-    pairs = cut_pairs(N)
-    rows = [_load_rows(model, p) for p in pairs]
-    ht_rows = [_heads_tails(model, p) for p in pairs]
-    bounds = _Bounds(
-        np.array([r[0] for r in rows]),
-        np.array([r[1] for r in rows]),
-        np.array([x[0] for x in ht_rows]),
-        np.array([x[1] for x in ht_rows]),
-    )
-    best_cuts, best_t, best_n = _incumbent(model, batch_size, results)
-    if not math.isfinite(best_t):
-        return best_cuts, best_t, best_n, math.inf
-    target = best_t / (1 + gap_tol)
-    log.debug("incumbent %s: %.4f s after %.1f ms", best_cuts, best_t, _ms(t_start))
-
-    # Weights: each resource alone, and mixes of the incumbent's busiest resources.
-    busy = _busy(model, best_cuts, best_n)
-    top = np.argsort(busy)[::-1][:3]
-    mixes = [np.eye(len(RESOURCES))[r] for r in range(len(RESOURCES))]
-    for i, j in itertools.combinations(top, 2):
-        for f in (0.25, 0.5, 0.75):
-            w = np.zeros(len(RESOURCES))
-            w[i], w[j] = f, 1 - f
-            mixes.append(w)
-    weights = np.vstack(mixes)
-    # Enumerate with the weights that leave the fewest pairs of groups standing.
-    cands = [*weights, busy / max(busy.sum(), 1e-12)]
-    enum_w = min(cands, key=lambda w: len(_survivors(bounds, 2, batch_size, target, w)[0]))
-
-    # Multisets that survive the load bound, then each of their dispatch orders.
-    local = pairs.index((N, N))
-    depth = np.array([_depth(p, N) for p in pairs])
-    cache: dict[int, tuple] = {}
-    pending: list[tuple[float, tuple]] = []
-    floor = math.inf  # a bound on the multisets too many to list
-    for k in (2, 3):
-        combos, k_floor = _survivors(bounds, k, batch_size, target, enum_w)
-        if combos is None:
-            floor = min(floor, k_floor)
-            log.info("too many %d-group cut multisets to bound one by one", k)
-            continue
-        combos = combos[(combos == local).sum(axis=1) <= 1]
-        if len(combos) == 0:
-            continue
-        combos = combos[bounds.of(combos, batch_size, weights) < target]
-        ordered = {
-            tuple(sorted(perm, key=lambda i: depth[i]))
-            for combo in combos.tolist()
-            for perm in itertools.permutations(combo)
-        }
-        tuples = np.array(sorted(ordered), dtype=int).reshape(-1, k)
-        if len(tuples) == 0:
-            continue
-        for i in np.unique(tuples):
-            if i not in cache:
-                cache[i] = _affine_heads_tails(model, pairs[i])
-        ht = {
-            key: np.array([cache.get(i, (np.zeros(7),) * 4)[j] for i in range(len(pairs))])
-            for j, key in enumerate(("ha", "hb", "ta", "tb"))
-        }
-        b = _ordered_bounds(tuples, depth, bounds, ht, batch_size, weights)
-        keep = b < target
-        pending += list(zip(b[keep].tolist(), map(tuple, tuples[keep].tolist()), strict=True))
-    pending.sort()
-    log.debug("%d cut tuples left after bounding, %.1f ms", len(pending), _ms(t_start))
-
-    lower = best_t
-    for j, (bound, combo) in enumerate(pending):
-        if bound >= best_t / (1 + gap_tol):
-            lower = min(best_t, bound)
-            break
-        if time.perf_counter() - t_start > budget_s:
-            lower = min(best_t, bound)
-            log.info("planner budget spent after %d of %d cut tuples", j, len(pending))
-            break
-        cuts = tuple(pairs[i] for i in combo)
-        if cuts in results:
-            continue
-        t, n = best_sizes(model, cuts, batch_size)
-        results[cuts] = (t, n)
-        if t < best_t:
-            best_cuts, best_t, best_n = cuts, t, n
-    return best_cuts, best_t, best_n, min(lower, floor)
-
-
-def _ms(since: float) -> float:
-    return (time.perf_counter() - since) * 1000
-
-
-INCUMBENT_SEEDS = 6  # best single-group pairs combined into seed tuples
-MAX_SURVIVORS = 200_000  # 3-group cut multisets bounded one by one, at most
-
-
-def _incumbent(model: CostModel, batch_size: int, results):
-    """A good schedule to bound against: the best single-group pairs, split into two or
-    three groups on the same cuts (pipelining) and combined in pairs and triples."""
-    N = model.num_units
-    singles = sorted((results[c][0], c[0]) for c in results if len(c) == 1)
-    seeds = [p for t, p in singles[:INCUMBENT_SEEDS] if math.isfinite(t)]
-    tried = set(results)
-    for k in (2, 3):
-        for combo in itertools.combinations_with_replacement(seeds, k):
-            if sum(_depth(p, N) == 2 for p in combo) > 1:
-                continue
-            cuts = tuple(sorted(combo, key=lambda p: _depth(p, N)))
-            if cuts not in tried:
-                tried.add(cuts)
-                results[cuts] = best_sizes(model, cuts, batch_size)
-    best = min(results, key=lambda c: results[c][0])
-    return best, results[best][0], results[best][1]
-
-
-def _busy(model: CostModel, cuts, sizes) -> np.ndarray:
-    events: list = []
-    model.step_time(list(cuts), list(sizes), events)
-    busy = np.zeros(len(RESOURCES))
-    for e in events:
-        busy[RESOURCES.index(e.resource)] += e.end_s - e.start_s
-    return busy
-
-
-def _orderings(pairs: list[tuple[int, int]], N: int):
-    """Every distinct dispatch order of a cut multiset (order matters within a class)."""
-    seen = set()
-    for perm in itertools.permutations(pairs):
-        key = tuple(sorted(perm, key=lambda p: _depth(p, N)))  # stable: keeps class order
-        if key not in seen:
-            seen.add(key)
-            yield key
