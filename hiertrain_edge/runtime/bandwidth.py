@@ -128,6 +128,20 @@ class BandwidthEstimator:
         self._bps = statistics.median(self._rates)
         self._update_latency()
 
+    def observe_transfer(self, nbytes: int, transfer_s: float, now: float | None = None) -> None:
+        """`nbytes` took `transfer_s` on the link with latency already excluded (a pair of
+        messages, see `pair_transfer_s`): a bandwidth sample, however small the time."""
+        if nbytes < self.min_bandwidth_bytes or not (transfer_s > 0 and math.isfinite(transfer_s)):
+            raise ConfigError(
+                f"a transfer sample needs >= {self.min_bandwidth_bytes} bytes and a finite "
+                f"time > 0 s, got {nbytes} bytes in {transfer_s} s"
+            )
+        self._last_large_s = time.monotonic() if now is None else now
+        self._rates.append(nbytes * BITS_PER_BYTE / transfer_s)
+        self._detect_change()
+        self._bps = statistics.median(self._rates)
+        self._update_latency()
+
     def _detect_change(self) -> None:
         if self._bps is None or len(self._rates) <= self.change_count:
             return
@@ -155,6 +169,11 @@ class BandwidthEstimator:
     def latency_s(self) -> float | None:
         return self._latency_s
 
+    @property
+    def last_large_s(self) -> float | None:
+        """Monotonic time of the newest bandwidth sample."""
+        return self._last_large_s
+
     def estimate(self) -> Estimate:
         return Estimate(self.bandwidth_mbps, self._latency_s, len(self._rates), self._last_large_s)
 
@@ -175,3 +194,160 @@ class BandwidthEstimator:
             return max(self.min_bandwidth_bytes, min(DEFAULT_PROBE_BYTES, self.max_probe_bytes))
         want = int(self._bps * self.probe_target_s / BITS_PER_BYTE)
         return max(self.min_bandwidth_bytes, min(want, self.max_probe_bytes))
+
+
+# --- measuring from the runtime's own messages ------------------------------------------
+
+LEAD_FRACTION = 1 / 8  # a pair's first message is at most this share of the second's bytes
+TRAFFIC_CHANGE_COUNT = 1  # one transfer a step: a 2x jump restarts the window at once
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One message taken off the socket from the peer.
+
+    `at_s` is when it was taken (monotonic); `waited` says the receiver was blocked waiting
+    when it arrived (nothing was readable as the wait began), so `at_s` is its arrival;
+    `gap_s` is the sender's time since its previous message to us (its own clock).
+    """
+
+    nbytes: int
+    at_s: float
+    waited: bool
+    gap_s: float | None
+
+
+def pair_transfer_s(prev: Arrival, cur: Arrival, min_bytes: int = MIN_BANDWIDTH_BYTES) -> float:
+    """The link time of `cur`'s extra bytes over `prev`'s, from two consecutive arrivals.
+
+    Both left the sender `cur.gap_s` apart and took ``latency + bytes * 8 / bandwidth`` to
+    arrive, so ``cur.at_s - prev.at_s = cur.gap_s + (cur.nbytes - prev.nbytes) * 8 /
+    bandwidth``: latency cancels and no clock is shared. The pair counts only when both
+    arrived while the receiver waited (else the arrival time is unknown), the second brings
+    at least `min_bytes` more, and the first is small enough (LEAD_FRACTION) that it had
+    left the link when the second was sent. Returns 0.0 for a pair that does not count.
+    """
+    if not (prev.waited and cur.waited) or cur.gap_s is None or cur.gap_s < 0:
+        return 0.0
+    if cur.nbytes - prev.nbytes < min_bytes or prev.nbytes > LEAD_FRACTION * cur.nbytes:
+        return 0.0
+    return max(0.0, (cur.at_s - prev.at_s) - cur.gap_s)
+
+
+class LinkMeter:
+    """One link to one peer, both directions, measured from the messages it carries.
+
+    * Inbound: the receiver measures (see `pair_transfer_s`); `report()` gives the estimate
+      to send back to the peer with our next message, once per new sample.
+    * Outbound: what the peer last reported of its inbound direction (`heard`); where no
+      report is fresh, our own probes' round trips (`observe`, fed by runtime/replan.py's
+      `probe`), which also give the latency.
+    * `bandwidth_mbps`: the link's one rate for the schedule table. A step moves about as
+      many bytes each way as the cost model charges, so the rate of equal traffic both
+      ways, ``2 / (1 / up + 1 / down)``, when both are fresh; else the fresh one.
+    * `needs_probe()`: no sample either way for `stale_s`: only then does a probe cost
+      link time.
+    """
+
+    def __init__(self, stale_s: float = STALE_S) -> None:
+        self.stale_s = stale_s
+        self.inbound = BandwidthEstimator(change_count=TRAFFIC_CHANGE_COUNT, stale_s=stale_s)
+        self.probes = BandwidthEstimator(stale_s=stale_s)  # our round trips: latency, rate
+        self._outbound: tuple[float, float] | None = None  # (Mbit/s, when heard)
+        self._last_arrival: Arrival | None = None
+        self._last_sent_s: float | None = None
+        self._unreported = False
+
+    # --- feeding -------------------------------------------------------------------------
+
+    def sending(self, now: float | None = None) -> float | None:
+        """We send a message now: the gap since our previous one (None for the first)."""
+        now = time.monotonic() if now is None else now
+        gap = None if self._last_sent_s is None else now - self._last_sent_s
+        self._last_sent_s = now
+        return gap
+
+    def arrived(self, arrival: Arrival) -> None:
+        """A message from the peer was taken off the socket."""
+        prev, self._last_arrival = self._last_arrival, arrival
+        if prev is None:
+            return
+        transfer = pair_transfer_s(prev, arrival, self.inbound.min_bandwidth_bytes)
+        if transfer > 0:
+            extra = arrival.nbytes - prev.nbytes
+            self.inbound.observe_transfer(extra, transfer, arrival.at_s)
+            self._unreported = True
+
+    def heard(self, outbound_mbps: float, now: float | None = None) -> None:
+        """The peer reported the rate at which our messages reach it."""
+        if outbound_mbps > 0 and math.isfinite(outbound_mbps):
+            self._outbound = (outbound_mbps, time.monotonic() if now is None else now)
+
+    def observe(self, nbytes: int, seconds: float, now: float | None = None) -> None:
+        """One probe round trip (see BandwidthEstimator.observe)."""
+        self.probes.observe(nbytes, seconds, now)
+
+    def report(self) -> float | None:
+        """Our inbound estimate, once after each new sample (None otherwise)."""
+        if not self._unreported:
+            return None
+        self._unreported = False
+        return self.inbound.bandwidth_mbps
+
+    # --- reading -------------------------------------------------------------------------
+
+    def _fresh(self, at: float | None, now: float) -> bool:
+        return at is not None and now - at < self.stale_s
+
+    def _up(self, now: float) -> tuple[float | None, float | None]:
+        """Our outbound rate and the time of its newest sample: the peer's fresh report,
+        else our probes' estimate."""
+        if self._outbound is not None and self._fresh(self._outbound[1], now):
+            return self._outbound
+        return self.probes.bandwidth_mbps, self.probes.last_large_s
+
+    def up_mbps(self, now: float | None = None) -> float | None:
+        return self._up(time.monotonic() if now is None else now)[0]
+
+    def down_mbps(self) -> float | None:
+        """Our inbound rate, measured here."""
+        return self.inbound.bandwidth_mbps
+
+    def combined_mbps(self, now: float | None = None) -> float | None:
+        """The link's one rate (see the class docstring); None before any measurement."""
+        now = time.monotonic() if now is None else now
+        up = self._up(now)
+        if up[0] is None and self._outbound is not None:
+            up = self._outbound  # an old report is better than none
+        down = (self.inbound.bandwidth_mbps, self.inbound.last_large_s)
+        rates = [v for v, at in (up, down) if v is not None and self._fresh(at, now)]
+        if not rates:  # all stale: the best we have, until a probe brings news
+            rates = [v for v, _ in (up, down) if v is not None]
+        if len(rates) == 2:
+            return 2 / (1 / rates[0] + 1 / rates[1])
+        return rates[0] if rates else None
+
+    @property
+    def bandwidth_mbps(self) -> float | None:
+        return self.combined_mbps()
+
+    @property
+    def latency_s(self) -> float | None:
+        """Round-trip latency of tiny probes."""
+        return self.probes.latency_s
+
+    def needs_probe(self, now: float | None = None) -> bool:
+        """Whether a probe is due: no sample of either direction for `stale_s` seconds."""
+        now = time.monotonic() if now is None else now
+        heard = None if self._outbound is None else self._outbound[1]
+        times = (heard, self.probes.last_large_s, self.inbound.last_large_s)
+        return not any(self._fresh(t, now) for t in times)
+
+    def probe_bytes(self) -> int:
+        """Payload bytes of a probe: about `probe_target_s` at the link's rate (see
+        BandwidthEstimator.probe_bytes)."""
+        rate = self.bandwidth_mbps
+        if rate is None:
+            return self.probes.probe_bytes()
+        want = int(rate * 1e6 * self.probes.probe_target_s / BITS_PER_BYTE)
+        return max(self.probes.min_bandwidth_bytes, min(want, self.probes.max_probe_bytes))

@@ -19,7 +19,6 @@ from hiertrain_edge.datasets import Dataset
 from hiertrain_edge.errors import ConfigError, HierTrainError, PeerLostError
 from hiertrain_edge.models import build_model
 from hiertrain_edge.planning.schedule import Schedule, device_only
-from hiertrain_edge.runtime.bandwidth import BandwidthEstimator
 from hiertrain_edge.runtime.batches import BatchOrder
 from hiertrain_edge.runtime.checkpoint import save_model
 from hiertrain_edge.runtime.job import job_from_dict
@@ -103,7 +102,7 @@ class Board:
         self.cloud_ok = True
         self.preferred: Schedule | None = None  # what a rollback without the cloud replaced
         self.table: TableChooser | None = None  # the edge's schedule table, when it plans
-        self.bw_de = BandwidthEstimator()  # our link to the edge, from probes
+        self.bw_de = self.edge.meter  # our link to the edge: real transfers, probes when idle
         self.bw_ec_mbps: float | None = None  # the edge's link to the cloud, as it reports
         self.last_step: dict[str, float] = {}  # the previous step's loss and time, for the edge
         # Training without the edge (see _train_alone): the whole model at the last
@@ -315,10 +314,10 @@ class Board:
     def _tiers_news(self) -> bool:
         """Take the edge's unasked news without waiting; True when the cloud came back."""
         news = self.edge.take("tiers")
+        if self.edge.heard.get("bw_ec_mbps") is not None:  # the edge's replies carry it
+            self.bw_ec_mbps = self.edge.heard["bw_ec_mbps"]
         if news is None:
             return False
-        if news.get("bw_ec_mbps") is not None:
-            self.bw_ec_mbps = news["bw_ec_mbps"]
         back = bool(news["cloud_ok"]) and not self.cloud_ok
         self.cloud_ok = bool(news["cloud_ok"])
         return back

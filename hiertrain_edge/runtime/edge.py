@@ -17,7 +17,7 @@ import zmq
 from hiertrain_edge.errors import ConfigError, HierTrainError, PeerLostError
 from hiertrain_edge.planning.schedule import Group, Schedule
 from hiertrain_edge.planning.table import profile_hash
-from hiertrain_edge.runtime.bandwidth import BandwidthEstimator
+from hiertrain_edge.runtime.bandwidth import LinkMeter
 from hiertrain_edge.runtime.checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_save,
@@ -159,7 +159,8 @@ class EdgeServer:
             self.cloud_link.bounds = bounds
         self.job_dict = job.model_dump(mode="json")
         self.steps = steps
-        self.bw_ec = BandwidthEstimator()
+        self.bw_ec = LinkMeter()  # the link to the cloud: real transfers, probes when idle
+        board.notes = lambda: {"bw_ec_mbps": self.bw_ec.bandwidth_mbps}  # for the board
         self.cloud_lost_at: float | None = None
         self.mirror_ok = job.device_fallback  # whether the board may train alone
         board.adopt = self._same_board
@@ -285,7 +286,7 @@ class EdgeServer:
 
         if self.cloud_link is None:
             return None
-        cloud = Mailbox(self.cloud_link, name="the cloud")
+        cloud = Mailbox(self.cloud_link, name="the cloud", meter=self.bw_ec)
         cloud.send({"type": "profile_request", "step": 0, "job": self.job_dict})
         profile = parse_profile(
             cloud.expect("profile", 0, PROFILE_TIMEOUT_S)["profile"], "the cloud's profile"
@@ -717,7 +718,7 @@ class EdgeServer:
             raise ConfigError(
                 f"schedule {schedule.describe()} runs units on the cloud; give --cloud HOST"
             )
-        cloud = Mailbox(self.cloud_link, name="the cloud")
+        cloud = Mailbox(self.cloud_link, name="the cloud", meter=self.bw_ec)
         cloud.generation = self.generation
         cloud.send(
             {

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import zmq
+
 from hiertrain_edge.errors import HierTrainError, PeerLostError, ProtocolError, TransportError
+from hiertrain_edge.runtime.bandwidth import Arrival, LinkMeter
 from hiertrain_edge.wire.transport import Deadline, Link, Listener
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,10 @@ STEP_TRAFFIC = frozenset(
 )
 
 
+# Fields a sender attaches through `Mailbox.notes` that the receiver keeps in `heard`.
+NOTE_FIELDS = ("bw_ec_mbps",)
+
+
 class RemoteAbort(TransportError):
     """The peer ended the job and said why."""
 
@@ -62,6 +70,11 @@ class Mailbox:
 
     A message for a later step is kept until it is asked for; one for an earlier step
     (a late or duplicated reply) is dropped with a log line.
+
+    The mailbox also measures the link from the messages themselves (runtime/bandwidth.py,
+    LinkMeter): every message sent carries `gap_s`, the time since our previous one to
+    this peer, and, after a new sample, `rx_mbps`, our estimate of the peer's direction to
+    us; every message taken off the socket is timed, and whether we were waiting for it.
     """
 
     def __init__(
@@ -71,10 +84,17 @@ class Mailbox:
         name: str = "",
         interrupts: tuple[str, ...] = (),
         adopt: Callable[[bytes, dict[str, Any]], bool] | None = None,
+        meter: LinkMeter | None = None,
     ) -> None:
         """`interrupts`: message types that raise Interrupt whenever they arrive; `adopt`:
         on a listener, says whether a message from another peer raises Interrupt (a board
-        that restarted, an edge that restarted) instead of being dropped."""
+        that restarted, an edge that restarted) instead of being dropped; `meter`: the
+        link's measurements, to share between mailboxes of one link (a new one if None)."""
+        self.meter = meter if meter is not None else LinkMeter()
+        # Extra fields for every message sent (NOTE_FIELDS; None values are left out), and
+        # the newest such fields the peer sent us.
+        self.notes: Callable[[], dict[str, Any]] | None = None
+        self.heard: dict[str, Any] = {}
         self.sock = sock
         self.peer = peer
         self.name = name or sock.where
@@ -121,19 +141,54 @@ class Mailbox:
     def send(self, msg: dict[str, Any]) -> None:
         if self.generation is not None:
             msg = {**msg, "gen": self.generation}
+        msg = {**msg, **self._stamps(msg)}
         if isinstance(self.sock, Listener):
             assert self.peer is not None
             self.sock.send(self.peer, msg)
         else:
             self.sock.send(msg)
 
+    def _stamps(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """The link-measuring fields for a message we send now (see the class docstring)."""
+        stamps: dict[str, Any] = {}
+        gap = self.meter.sending(time.monotonic())
+        if gap is not None:
+            stamps["gap_s"] = gap
+        rx = self.meter.report()
+        if rx is not None:
+            stamps["rx_mbps"] = rx
+        if self.notes is not None:
+            for name, value in self.notes().items():
+                if value is not None and name not in msg:
+                    stamps[name] = value
+        return stamps
+
+    def _idle(self) -> bool:
+        """Nothing is readable: a message the next wait takes arrives during that wait."""
+        zsock = getattr(self.sock, "sock", None)
+        return zsock is not None and not zsock.poll(0, zmq.POLLIN)
+
+    def _arrived(self, msg: dict[str, Any], nbytes: int, waited: bool) -> None:
+        """Time a message from our peer for the link meter; keep its notes."""
+        now = time.monotonic()
+        gap = msg.get("gap_s")
+        self.meter.arrived(Arrival(nbytes, now, waited, gap if isinstance(gap, float) else None))
+        rx = msg.get("rx_mbps")
+        if rx is not None:
+            self.meter.heard(float(rx), now)
+        for name in NOTE_FIELDS:
+            if msg.get(name) is not None:
+                self.heard[name] = msg[name]
+
     def _recv(self, timeout_s: float, what: str) -> dict[str, Any]:
         if isinstance(self.sock, Listener):
             while True:
+                waited, before = self._idle(), self.sock.bytes_received
                 peer, msg = self.sock.recv(timeout_s, what)
                 if self.adopt is not None and self.adopt(peer, msg):
                     raise Interrupt(msg, peer)
                 if peer == self.peer and msg.get("type") != "join":
+                    self._arrived(msg, self.sock.bytes_received - before, waited)
                     return msg
                 if msg.get("type") == "join" and self.ours is not None and self.ours(msg):
                     log.info("dropped an old join attempt from %s", self.name)
@@ -148,7 +203,10 @@ class Mailbox:
                     self.sock.send(
                         peer, {"type": "abort", "reason": "this edge is busy with another board"}
                     )
-        return self.sock.recv(timeout_s, what)
+        waited, before = self._idle(), self.sock.bytes_received
+        msg = self.sock.recv(timeout_s, what)
+        self._arrived(msg, self.sock.bytes_received - before, waited)
+        return msg
 
     def expect(
         self,

@@ -13,7 +13,7 @@ from hiertrain_edge.errors import ConfigError
 from hiertrain_edge.planning.lookup import Selector
 from hiertrain_edge.planning.schedule import Schedule
 from hiertrain_edge.planning.table import JobIdentity, ScheduleTable
-from hiertrain_edge.runtime.bandwidth import BandwidthEstimator
+from hiertrain_edge.runtime.bandwidth import BandwidthEstimator, LinkMeter
 from hiertrain_edge.runtime.mailbox import Mailbox
 
 log = logging.getLogger(__name__)
@@ -22,11 +22,13 @@ PROBE_TIMEOUT_S = 30.0
 START_PROBES = 3  # probes before the first plan, so the table lookup starts from a rate
 
 
-def probe(peer: Mailbox, estimator: BandwidthEstimator, step: int) -> None:
+def probe(peer: Mailbox, estimator: BandwidthEstimator | LinkMeter, step: int) -> None:
     """Time one tiny and one sized message to `peer`, which answers each at once.
 
     The tiny one measures the round-trip latency, the sized one (`probe_bytes()`, about a
-    quarter second of transfer at the current estimate) the rate of this direction.
+    quarter second of transfer at the current estimate) the rate of this direction. A peer
+    that answers through a Mailbox also measures the pair as it does real transfers and
+    reports the rate in its answer (see LinkMeter), which a LinkMeter prefers.
     """
     for nbytes in (0, estimator.probe_bytes()):
         payload = torch.zeros(nbytes, dtype=torch.uint8)
