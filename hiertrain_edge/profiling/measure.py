@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +33,8 @@ QUICK_REPEATS = 3  # timed runs per (unit, n), at least; their mean is kept
 FULL_REPEATS = 7
 FULL_BLOCK_S = 0.2  # seconds of timed runs per (unit, n), at least: many cfs periods
 QUICK_BLOCK_S = 0.03
+CHAIN_REPEATS = 5  # timed runs of the whole model per n, at least (see calibrate_to_chain)
+CHAIN_BLOCK_S = 0.1
 BYTES_PROBE = 4 << 20  # 4 MiB tensors for the per-byte costs
 MESSAGE_PINGS = 200
 HEADER_BYTES = 160  # msgpack header of a typical runtime message, measured on codec.encode
@@ -269,6 +272,7 @@ def measure_units(
     ns = sample_sizes(batch_size)
     gen = torch.Generator().manual_seed(0)
     xs = {n: torch.randn((n, *spec.input_shape), generator=gen) for n in ns}
+    inputs = dict(xs)
     out: list[UnitProfile] = []
     for i in range(spec.num_units):
         unit = units[i].train()
@@ -290,7 +294,67 @@ def measure_units(
             )
         )
         log.debug("unit %d: fwd %s, bwd %s", i, out[-1].fwd, out[-1].bwd)
-    return out
+    return calibrate_to_chain(out, units, inputs, repeats, min_block_s, clock)
+
+
+def _chain_time(
+    units: Any, x: torch.Tensor, repeats: int, min_block_s: float, clock: Clock
+) -> float:
+    """Mean seconds of forward, loss and one backward through every unit, as a tier that
+    trains a group end to end runs them."""
+    params = [p for i in range(len(units)) for p in units[i].parameters()]
+    y = torch.zeros(x.shape[0], dtype=torch.long)
+
+    def once() -> None:
+        for p in params:
+            p.grad = None
+        h = x
+        for i in range(len(units)):
+            h = units[i](h)
+        torch.nn.functional.cross_entropy(h.reshape(h.shape[0], -1), y).backward()
+
+    return _mean_time(once, repeats, min_block_s, clock)
+
+
+def calibrate_to_chain(
+    profiles: list[UnitProfile],
+    units: Any,
+    inputs: dict[int, torch.Tensor],
+    repeats: int,
+    min_block_s: float,
+    clock: Clock,
+) -> list[UnitProfile]:
+    """Scale the units' fits so that their sum equals the whole model trained in one graph.
+
+    Timed one by one, units cost more than in one graph (an autograd call, a gradient of
+    ones and a timer read per unit), and a least-squares line through n = 1 .. B bends
+    above a convolution's measured time at n = B: on small_cnn at B = 32 the fits summed
+    to 0.028 s where the model took 0.018 s. The model in one graph is timed at B/4 and
+    B; the fixed parts (a) and the per-sample parts (b) of every fit get one factor each,
+    so that the summed fits pass through both points (B/4 and B: most groups are that
+    large; smaller ones are predicted less well).
+    """
+    ns = sorted(inputs)
+    n1, n2 = (ns[1], ns[-1]) if len(ns) > 1 else (ns[-1], ns[-1])
+    repeats, min_block_s = max(repeats, CHAIN_REPEATS), max(min_block_s, CHAIN_BLOCK_S)
+    t1 = _chain_time(units, inputs[n1], repeats, min_block_s, clock)
+    t2 = _chain_time(units, inputs[n2], repeats, min_block_s, clock) if n2 != n1 else t1
+    a_sum = sum(p.fwd.a_s + p.bwd.a_s for p in profiles)
+    b_sum = sum(p.fwd.b_s + p.bwd.b_s for p in profiles)
+    if b_sum <= 0 or n1 == n2:
+        ra = rb = t2 / (a_sum + b_sum * n2) if a_sum + b_sum * n2 > 0 else 1.0
+    else:
+        rb = max(0.0, (t2 - t1) / (b_sum * (n2 - n1)))
+        rest = t2 - rb * b_sum * n2
+        ra = rest / a_sum if a_sum > 0 and rest > 0 else 0.0
+        if a_sum <= 0 or rest <= 0:  # the line through both points has no fixed part
+            rb = t2 / (b_sum * n2)
+    log.debug("units scaled to the chained model: fixed x%.3f, per sample x%.3f", ra, rb)
+
+    def scaled(fit: LinearFit) -> LinearFit:
+        return LinearFit(a_s=fit.a_s * ra, b_s=fit.b_s * rb, rel_err=fit.rel_err)
+
+    return [p.model_copy(update={"fwd": scaled(p.fwd), "bwd": scaled(p.bwd)}) for p in profiles]
 
 
 def optimizer_s_per_byte(repeats: int, clock: Clock = WALL_CLOCK) -> float:

@@ -51,9 +51,9 @@ def test_bench_scenarios_quick_writes_the_report(tmp_path):
 
     data = json.loads((out / "results.json").read_text())
     (model,) = data["models"]
+    # planned and two-tier: one sweep per distinct schedule the planner chose
     schedules = [r["schedule"] for r in model["runs"]]
-    assert schedules[:2] == ["planned", "cloud"]
-    assert set(schedules[2:]) == {"two-tier"}
+    assert set(schedules) == {"planned", "cloud", "two-tier"}
     for cell in model["cells"].values():
         for name in ("planned", "cloud", "two-tier"):
             assert cell["runs"][name]["median_step_s"] > 0, (cell, name)
