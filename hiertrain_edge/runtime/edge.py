@@ -212,7 +212,6 @@ class EdgeServer:
                     due = self.bw_ec.needs_probe() or (every > 0 and step % every == 0)
                     if cloud is not None and self.auto_plan and due:
                         probe(cloud, self.bw_ec, step)
-                        self.observe.set_bandwidth("edge_cloud", self.bw_ec.bandwidth_mbps or 0.0)
                         board.send(
                             {
                                 "type": "tiers",
@@ -221,6 +220,9 @@ class EdgeServer:
                                 "bw_ec_mbps": self.bw_ec.bandwidth_mbps,
                             }
                         )
+                    if cloud is not None and self.bw_ec.bandwidth_mbps is not None:
+                        # Measured from the cloud's traffic every step, not only by probes.
+                        self.observe.set_bandwidth("edge_cloud", self.bw_ec.bandwidth_mbps)
                     self.observe.step_started(step)
                     cloud = self._probe_cloud(board, cloud, step)
                     if "schedule" in msg:
