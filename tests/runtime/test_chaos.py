@@ -42,6 +42,11 @@ def test_chaos_kill_every_tier_and_resume(tmp_path, mnist):
         "checkpoint_every": 1,
         "step_timeout_s": 8.0,
         "rejoin_patience_s": 120.0,
+        # A board that loses the edge waits for it here, as a board that cannot hold the
+        # whole model does: training alone would race through the steps while the edge
+        # restarts, leaving too few to strike at. tests/runtime/test_device_alone.py kills
+        # and freezes the edge with training alone on.
+        "device_fallback": False,
         "schedule": {
             "groups": [
                 {"n": 16, "cuts": [6, 6]},
