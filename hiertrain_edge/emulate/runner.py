@@ -1,8 +1,9 @@
 """Run a scenario: the real `cloud`, `serve` and `join` commands inside the testbed's namespaces.
 
 The runner starts the three tiers with `ip netns exec`, each in its CPU share with its
-torch thread count, applies the scenario's rate changes on time, and collects the board's
-`--report` together with what it did to the links into `emulation.json`.
+torch thread count (a tier below one core gets its share once it is up), applies the
+scenario's rate changes on time, and collects the board's `--report` together with what
+it did to the links into `emulation.json`.
 
 Which schedule runs is the caller's choice (`--schedule`): a fixed schedule, one of the
 baselines, or "planned". "planned" asks the PLANNER hook; until a planner is plugged in the
@@ -45,6 +46,15 @@ LOG_TAIL_LINES = 8
 # The edge logs this when a job's first step is about to run (runtime/edge.py), after the
 # tiers profiled themselves and the table was built: the origin of changes_from="training".
 TRAINING_STARTED_RE = re.compile(r"job \w+ started with ")
+# A tier held below STARTUP_CPUS starts with that much and gets its share once its log shows
+# it up (imports and data loading of a quarter-core board take ~10 s and are no step's
+# cost); what it logs then, per tier (runtime/device.py, edge.py, cloud.py).
+STARTUP_CPUS = 1.0
+UP_RE = {
+    "device": re.compile(r"joining the edge"),
+    "edge": re.compile(r"listening for boards"),
+    "cloud": re.compile(r"listening for edges"),
+}
 # Key sets made in this process, by folder: `keys generate` starts a Python process per
 # tier (seconds each on a loaded host), so the runs of one process share one set.
 _KEYS_MADE: dict[str, Path] = {}
@@ -214,9 +224,9 @@ def _reuse_keys(keys_dir: Path, env: dict[str, str]) -> dict[str, list[str]]:
     return {tier: ["--keys", str(keys_dir / tier)] for tier in TIER_ORDER}
 
 
-def _training_started(edge_log: Path) -> bool:
+def _logged(path: Path, pattern: re.Pattern[str]) -> bool:
     try:
-        return TRAINING_STARTED_RE.search(edge_log.read_text(errors="replace")) is not None
+        return pattern.search(path.read_text(errors="replace")) is not None
     except OSError:
         return False
 
@@ -265,7 +275,12 @@ def run_scenario(
     else:
         security = {tier: ["--insecure"] for tier in TIER_ORDER}
 
-    testbed = Testbed(links=scenario.link_shapes(), cpus=scenario.cpu_shares())
+    shares = scenario.cpu_shares()
+    throttled_later = {t: c for t, c in shares.items() if c < STARTUP_CPUS}
+    testbed = Testbed(
+        links=scenario.link_shapes(),
+        cpus={**shares, **dict.fromkeys(throttled_later, STARTUP_CPUS)},
+    )
     rate_log: list[dict[str, Any]] = []
     logs = []
     with testbed:
@@ -298,7 +313,9 @@ def run_scenario(
         try:
             while board.poll() is None:
                 now = time.monotonic() - started
-                if origin is None and _training_started(out / "edge.log"):
+                for tier in [t for t in throttled_later if _logged(out / f"{t}.log", UP_RE[t])]:
+                    testbed.set_cpus(tier, throttled_later.pop(tier))
+                if origin is None and _logged(out / "edge.log", TRAINING_STARTED_RE):
                     origin = now
                 while origin is not None and pending and pending[0].at_s <= now - origin:
                     change = pending.pop(0)

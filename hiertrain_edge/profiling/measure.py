@@ -170,24 +170,32 @@ def _cgroup_quota(folder: Path, quota_file: str, period_file: str | None) -> flo
 class Clock:
     """Seconds of a tier's work as the tier experiences them.
 
-    Unlimited, or with at least a core per torch thread, that is wall time. Under a cgroup
-    CPU quota below the thread count (a board held to a quarter core), wall time of short
-    runs is mostly luck: a run that fits in what is left of the current cfs period (100 ms)
-    runs at the host's full speed, one that does not waits out the rest of the period, so
-    means over a few runs scatter by tens of percent. There the clock is the process's CPU
-    time divided by the share: what a busy tier takes on average, whatever the phase.
+    Wall time of short runs on a shared or throttled host is mostly luck. Under a cgroup
+    CPU quota below the thread count (a board held to a quarter core), a run that fits in
+    what is left of the current cfs period (100 ms) runs at the host's full speed, one
+    that does not waits out the rest of the period; and a one-thread tier profiled while
+    other tiers (or other work) share the host's cores takes longer than when it has its
+    core, as it does when it trains. So a one-thread tier, and any tier whose quota is
+    below its thread count, counts the process's CPU time divided by the cores it may use
+    (`cores`): what the tier takes when it gets its share. A multi-threaded tier with a
+    core per thread counts wall time (its CPU time would not show how well it scales).
     """
 
     def __init__(self, share: float | None, threads: int) -> None:
-        self.share = share if share is not None and share < threads else None
+        if share is not None and share < threads:
+            self.cores: float | None = share
+        elif threads == 1:
+            self.cores = 1.0
+        else:
+            self.cores = None
 
     def now(self) -> float:
-        if self.share is None:
+        if self.cores is None:
             return time.perf_counter()
-        return time.process_time() / self.share
+        return time.process_time() / self.cores
 
 
-WALL_CLOCK = Clock(None, 1)
+WALL_CLOCK = Clock(None, 2)  # several threads, no quota: wall time
 
 
 def fit_line(ns: list[int], times: list[float]) -> LinearFit:
@@ -232,7 +240,7 @@ def _time_unit(
     A mean over at least `repeats` runs and `min_block_s` seconds, not a median of single
     runs: under a CPU quota (cgroup cfs) short runs often fit inside one unthrottled slice,
     so a median would report the host's speed rather than the tier's share of it (and
-    under a quota the clock is CPU time over the share, see `Clock`).
+    the clock may be CPU time over the tier's cores, see `Clock`).
     """
 
     def once() -> tuple[float, float]:
@@ -473,8 +481,8 @@ def measure_profile(
                 f"unit and n in "
                 f"{sample_sizes(batch_size)}, autograd on, least-squares a + b*n; "
                 + (
-                    f"CPU time / cgroup share {clock.share:g}; "
-                    if clock.share is not None
+                    f"CPU time / {clock.cores:g} core(s); "
+                    if clock.cores is not None
                     else "wall time; "
                 )
                 + f"torch {torch.__version__}, pid {os.getpid()}"

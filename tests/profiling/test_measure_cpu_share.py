@@ -1,5 +1,6 @@
 """`cpu_share` reads a tier's CPU quota (cgroup v1 or v2, or the emulator's variable), and
-`Clock` switches to CPU time over the share only where the quota is below the threads."""
+`Clock` counts CPU time over the cores a tier may use, except for a multi-threaded tier
+with a core per thread."""
 
 from __future__ import annotations
 
@@ -48,8 +49,10 @@ def test_measure_cpu_share_from_the_environment(tmp_path, monkeypatch):
     assert str(err.value) == f"{CPU_SHARE_ENV} must be a number of cores, got 'a quarter'"
 
 
-def test_measure_clock_only_under_a_binding_quota():
-    assert Clock(0.25, 1).share == 0.25
-    assert Clock(1.0, 2).share == 1.0
-    assert Clock(2.0, 2).share is None
-    assert Clock(None, 1).share is None
+def test_measure_clock_cpu_time_over_the_cores_a_tier_may_use():
+    assert Clock(0.25, 1).cores == 0.25
+    assert Clock(1.0, 2).cores == 1.0
+    assert Clock(None, 1).cores == 1.0
+    assert Clock(4.0, 1).cores == 1.0
+    assert Clock(2.0, 2).cores is None  # wall time
+    assert Clock(None, 4).cores is None
