@@ -67,7 +67,9 @@ DEFAULT_BUDGET_S = 1.0  # kept for callers; the search no longer needs a time bu
 BASELINES = ("device_only", "edge_only", "cloud_only", "best_two_tier")
 SHORTLIST = 9  # best cut pairs combined into mixes of two and three groups
 LATTICE_PARTS = 8  # screening sizes: 1 and multiples of B / 8
-EXACT_TUPLES = 6  # tuples whose best sizes are searched exactly after screening
+FINE_TUPLES = 16  # tuples tried again on a finer lattice after screening
+FINE_PARTS = 32  # its sizes: 1 and multiples of B / 32
+EXACT_TUPLES = 4  # tuples whose best sizes are searched exactly after screening
 SIZE_GRID_POINTS = 2100  # splits per tuple in one pass (every split of 64 in 3 is 1953)
 WINDOW_MOVES = 3  # moves of the window around a lattice's best split
 NEIGHBOUR_TUPLES = 3  # tuples whose cuts are moved in each local-search round
@@ -239,6 +241,15 @@ class _Evaluator:
 
 
 _NONE = (math.inf, ())
+# Weightings of the resources for the mix floor: each alone, and each pair and triple of
+# them equally (a step lasts at least any weighted average of the resources' busy times).
+_MIX_WEIGHTS = np.array(
+    [
+        [1.0 / len(c) if r in c else 0.0 for r in range(7)]
+        for size in (1, 2, 3)
+        for c in itertools.combinations(range(7), size)
+    ]
+).T
 
 
 def _lattice(batch_size: int, parts: int, step: int) -> np.ndarray:
@@ -284,6 +295,7 @@ def _exact_sizes(ev: _Evaluator, tuples: list[Cuts]) -> None:
         step += 1
     tuples = [c for c in tuples if len(c) > 1]
     ev.sizes_pass(tuples, lambda k: _lattice(B, k, step))
+    tuples = [c for c in tuples if c in ev.best]  # some split fits
     radius = step
     for _ in range(WINDOW_MOVES if step > 1 else 0):
         before = {c: ev.best[c] for c in tuples}
@@ -340,7 +352,7 @@ def _local_search(ev: _Evaluator) -> None:
             continue
         before = ev.winner()[1]
         ev.sizes_pass(fresh, lambda k: _lattice(ev.B, k, step))
-        ranked = sorted(fresh, key=lambda c: ev.best[c][0])[:EXACT_TUPLES]
+        ranked = sorted(fresh, key=lambda c: ev.best.get(c, _NONE)[0])[:EXACT_TUPLES]
         _exact_sizes(ev, ranked)
         if ev.winner()[1] >= before and all(c in done for c in ev.top(NEIGHBOUR_TUPLES)):
             return
@@ -389,10 +401,26 @@ def _search(ev: _Evaluator, loads: np.ndarray) -> None:
             parts = [[p for p in combo if cls[p] == c] for c in range(3)]
             for pick in itertools.product(*(set(itertools.permutations(q)) for q in parts)):
                 mixes.add(tuple(itertools.chain.from_iterable(pick)))
+    # Any weighted sum of the resources' busy times under any split is a weighted
+    # average of what each pair puts on them with the whole batch, so at least the least
+    # of them: a mix whose best such floor (over a few weightings) exceeds the best found
+    # cannot win.
+    mixes_l = sorted(mixes)
+    if mixes_l:
+        index = {p: i for i, p in enumerate(pairs)}
+        rows = np.array([[index[p] for p in m] + [index[m[-1]]] * (3 - len(m)) for m in mixes_l])
+        with np.errstate(invalid="ignore"):
+            weighted = np.nan_to_num(loads[rows] @ _MIX_WEIGHTS, nan=np.inf)  # (M, 3, W)
+        floor_mix = weighted.min(axis=1).max(axis=1)
+        keep = floor_mix < ev.winner()[1]
+        mixes_l = [m for m, k in zip(mixes_l, keep, strict=True) if k]
     coarse = max(step, B // 4)
-    ev.sizes_pass(sorted(mixes), lambda k: _lattice(B, k, coarse))
+    ev.sizes_pass(mixes_l, lambda k: _lattice(B, k, coarse))
 
-    # c-e. Exact sizes of the best, then local search on their cuts.
+    # c-e. Finer sizes for the best, exact sizes for the best of those, then local
+    # search on their cuts (screening ranks tuples only roughly: many lie within 1%).
+    fine = max(1, B // FINE_PARTS)
+    ev.sizes_pass(ev.top(FINE_TUPLES), lambda k: _lattice(B, k, fine))
     _exact_sizes(ev, ev.top(EXACT_TUPLES))
     _local_search(ev)
 
