@@ -70,6 +70,11 @@ class HostileBoard(Board):
             {"type": "fwd", "step": step, "gid": 1, "x": x[:, :, :3], "y": y},  # wrong shape
             {"type": "step", "step": 10**9},  # far beyond the job
             {"type": "exec", "cmd": "rm -rf /"},  # not a message type
+            # The messages of a board that trained alone, with lies in them.
+            {"type": "handover", "step": step, "attempt": 1, "units": {"9": {}}, "opt": {}},
+            {"type": "handover", "step": step, "attempt": 1, "units": {}, "opt": {"0": 5}},
+            {"type": "mirror", "step": step, "units": {"2": {"0.weight": y}}, "opt": {}},
+            {"type": "handover_request", "attempt": -1},
         ]
         for msg in bad:
             self._raw([bytes(memoryview(f)) for f in encode(msg)])
@@ -117,6 +122,10 @@ def test_fuzz_live_tiers_survive_hostile_board(
         "tensor float32[4, 16, 14, 14] needs 50176 bytes, frame 1 has 10",
         "tensor shape [4611686018427387904, 4611686018427387904] is too large",
         "dtype 'pickle' is not allowed",
+        "handover.units: unit 9 out of range 0..5",
+        "handover.opt.0: expected a list of per-parameter state maps, got 5",
+        "mirror.units.2: expected tensors ['0.bias', '0.weight'], got ['0.weight']",
+        "handover_request.attempt: expected an integer in 0..1099511627775, got -1",
         # a replay without the job's generation is stale before it is late
         "dropped stale fwd of generation None from board hostile",
     ]:
