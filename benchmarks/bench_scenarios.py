@@ -101,14 +101,14 @@ MODELS: dict[str, dict[str, Any]] = {
     "vgg11": {
         "batch_size": 16,
         "cells": ["thin-wan", "weak-uplink"],
-        "segment_s": 10.0,
-        "warmup_s": 6.0,
+        "segment_s": 8.0,
+        "warmup_s": 5.0,
     },
     "mobilenetv2": {
         "batch_size": 16,
         "cells": ["thin-wan"],
-        "segment_s": 10.0,
-        "warmup_s": 6.0,
+        "segment_s": 8.0,
+        "warmup_s": 5.0,
     },
 }
 QUICK_MODEL = {"batch_size": 32, "cells": ["thin-wan", "weak-uplink"], "segment_s": 4.0,
