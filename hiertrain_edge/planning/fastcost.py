@@ -54,6 +54,12 @@ class _Tier:
     def bwd(self, a, b, n):
         return (self.ba[b] - self.ba[a]) + (self.bb[b] - self.bb[a]) * n
 
+    def train(self, a, b, n):
+        return self.fwd(a, b, n) + self.bwd(a, b, n)
+
+    def per_byte(self, s_per_byte: float, nbytes):
+        return s_per_byte * nbytes
+
 
 class FastCost:
     """Vectorised step time and memory check of one CostModel (same links, same tiers)."""
@@ -160,24 +166,47 @@ class FastCost:
         off = [cl[i] | ed[i] for i in range(G)]
         uses_cloud = np.logical_or.reduce(cl)
 
-        def send(clock, li, nbytes, on):
-            """(sender's clock, arrival) of a message sent where `on` holds."""
+        def uniform(on):
+            """True or False when a mask holds for every tuple or for none (the step is
+            then computed plainly or skipped), else the mask itself."""
+            if on is True or on is False:
+                return on
+            if on.all():
+                return True
+            return False if not on.any() else on
+
+        def send(clock, li, on, nbytes, *args):
+            """(sender's clock, arrival) of a message sent where `on` holds; its size is
+            `nbytes`, or `nbytes(*args)` when arguments are given (computed only if sent)."""
+            on = uniform(on)
+            if on is False:
+                return clock, clock  # no message: the arrival is never read
             t = clock + self.tiers[self.src[li]].half_s
+            nbytes = nbytes(*args) if args else nbytes
             if bps[li] <= 0:
                 # cost.py: only a bare control message (0 bytes) crosses a down link.
                 arrival = np.where(np.asarray(nbytes) == 0, t + lat[li], math.inf)
             else:
                 start = np.maximum(t, free[li])
                 end = start + (nbytes + HEADER_BYTES) / bps[li]
-                free[li] = np.where(on, end, free[li])
+                free[li] = end if on is True else np.where(on, end, free[li])
                 arrival = end + lat[li]
-            return np.where(on, t, clock), arrival
+            return (t if on is True else np.where(on, t, clock)), arrival
 
         def recv(clock, tier, arrival, on):
-            return np.where(on, np.maximum(clock, arrival) + tier.half_s, clock)
+            on = uniform(on)
+            if on is False:
+                return clock
+            end = np.maximum(clock, arrival) + tier.half_s
+            return end if on is True else np.where(on, end, clock)
 
-        def work(clock, dur, on):
-            return np.where(on, clock + dur, clock)
+        def work(clock, on, dur, *args):
+            """`clock` + `dur(*args)` where `on` holds (computed only if needed)."""
+            on = uniform(on)
+            if on is False:
+                return clock
+            end = clock + dur(*args)
+            return end if on is True else np.where(on, end, clock)
 
         rep_d, rep_c = rep["rep_d"][:, None], rep["rep_c"][:, None]
         grads_d, grads_c = rep["grads_d"][:, None], rep["grads_c"][:, None]
@@ -185,50 +214,50 @@ class FastCost:
         arr_fwd, arr_fwd_c, arr_bwd_e, arr_bwd_d = {}, {}, {}, {}
 
         # Device, part 1: `step`, forward of offloaded groups, local groups.
-        dev, arr_step = send(zero, 0, 0, True)
+        dev, arr_step = send(zero, 0, True, 0)
         for i in range(G):
             a, n = a_col[i], ns[i]
-            dev = work(dev, D.fwd(0, a, n), off[i])
-            dev, arr_fwd[i] = send(dev, 0, n * (self.act[a] + LABEL_BYTES), off[i])
+            dev = work(dev, off[i], D.fwd, 0, a, n)
+            dev, arr_fwd[i] = send(dev, 0, off[i], self._fwd_bytes, n, a)
         for i in range(G):
             n = ns[i]
-            dev = work(dev, D.fwd(0, N, n) + D.bwd(0, N, n), lo[i])
+            dev = work(dev, lo[i], D.train, 0, N, n)
 
         # Edge, part 1: `step`, then each offloaded group as it arrives.
         edge = recv(zero, E, arr_step, True)
-        edge, arr_step_c = send(edge, 2, 0, uses_cloud)
+        edge, arr_step_c = send(edge, 2, uses_cloud, 0)
         for i in range(G):
             a, b, n = a_col[i], b_col[i], ns[i]
             edge = recv(edge, E, arr_fwd[i], off[i])
-            edge = work(edge, E.fwd(a, b, n), cl[i])
-            edge, arr_fwd_c[i] = send(edge, 2, n * (self.act[b] + LABEL_BYTES), cl[i])
-            edge = work(edge, E.fwd(a, N, n) + E.bwd(a, N, n), ed[i])
-            edge, arr_bwd_d[i] = send(edge, 1, np.where(a > 0, n * self.act[a], 0), ed[i])
+            edge = work(edge, cl[i], E.fwd, a, b, n)
+            edge, arr_fwd_c[i] = send(edge, 2, cl[i], self._fwd_bytes, n, b)
+            edge = work(edge, ed[i], E.train, a, N, n)
+            edge, arr_bwd_d[i] = send(edge, 1, ed[i], self._bwd_bytes, n, a)
 
         # Cloud: each cloud-bound group to the loss and back, then its replicas.
         cloud = recv(zero, C, arr_step_c, uses_cloud)
         for i in range(G):
             b, n = b_col[i], ns[i]
             cloud = recv(cloud, C, arr_fwd_c[i], cl[i])
-            cloud = work(cloud, C.fwd(b, N, n) + C.bwd(b, N, n), cl[i])
-            cloud, arr_bwd_e[i] = send(cloud, 3, np.where(b > 0, n * self.act[b], 0), cl[i])
-        cloud, arr_grads_c = send(cloud, 3, grads_c, rep_c)
-        cloud = work(cloud, C.opt_s_per_byte * rep["owned"][2][:, None], uses_cloud)
+            cloud = work(cloud, cl[i], C.train, b, N, n)
+            cloud, arr_bwd_e[i] = send(cloud, 3, cl[i], self._bwd_bytes, n, b)
+        cloud, arr_grads_c = send(cloud, 3, rep_c, grads_c)
+        cloud = work(cloud, uses_cloud, C.per_byte, C.opt_s_per_byte, rep["owned"][2][:, None])
 
         # Edge, part 2: cloud gradients back down through the edge slices.
         for i in range(G):
             a, b, n = a_col[i], b_col[i], ns[i]
             edge = recv(edge, E, arr_bwd_e[i], cl[i])
-            edge = work(edge, E.bwd(a, b, n), cl[i])
-            edge, arr = send(edge, 1, np.where(a > 0, n * self.act[a], 0), cl[i])
+            edge = work(edge, cl[i], E.bwd, a, b, n)
+            edge, arr = send(edge, 1, cl[i], self._bwd_bytes, n, a)
             arr_bwd_d[i] = np.where(cl[i], arr, arr_bwd_d[i])
 
         # Device, part 2: finish the offloaded groups' backward, send replica grads.
         for i in range(G):
             a, n = a_col[i], ns[i]
             dev = recv(dev, D, arr_bwd_d[i], off[i])
-            dev = work(dev, D.bwd(0, a, n), off[i])
-        dev, arr_grads_d = send(dev, 0, grads_d, rep_d)
+            dev = work(dev, off[i], D.bwd, 0, a, n)
+        dev, arr_grads_d = send(dev, 0, rep_d, grads_d)
         dev = dev + D.opt_s_per_byte * rep["owned"][0][:, None]
 
         # Edge, part 3: sum the replicas, step, send the weights back.
@@ -236,15 +265,23 @@ class FastCost:
         edge = recv(edge, E, arr_grads_c, rep_c)
         rep_bytes = grads_d + grads_c
         edge = edge + (E.copy_s_per_byte * rep_bytes + E.opt_s_per_byte * rep["owned"][1][:, None])
-        edge, arr_w_d = send(edge, 1, grads_d, rep_d)
-        edge, arr_w_c = send(edge, 2, grads_c, rep_c)
+        edge, arr_w_d = send(edge, 1, rep_d, grads_d)
+        edge, arr_w_c = send(edge, 2, rep_c, grads_c)
 
         # Device and cloud load the new weights of their replicas.
         dev = recv(dev, D, arr_w_d, rep_d)
-        dev = work(dev, D.copy_s_per_byte * grads_d, rep_d)
+        dev = work(dev, rep_d, D.per_byte, D.copy_s_per_byte, grads_d)
         cloud = recv(cloud, C, arr_w_c, rep_c)
-        cloud = work(cloud, C.copy_s_per_byte * grads_c, rep_c)
+        cloud = work(cloud, rep_c, C.per_byte, C.copy_s_per_byte, grads_c)
         return np.maximum(np.maximum(dev, edge), cloud)
+
+    def _fwd_bytes(self, n, cut):
+        """A `fwd` message: activations at the cut and the labels."""
+        return n * (self.act[cut] + LABEL_BYTES)
+
+    def _bwd_bytes(self, n, cut):
+        """A `bwd` message: gradients at the cut, none at the raw input (cut 0)."""
+        return np.where(cut > 0, n * self.act[cut], 0)
 
     def evaluate(self, c1: np.ndarray, c2: np.ndarray, ns: np.ndarray) -> np.ndarray:
         """Step times (T, S), inf where a tier's memory budget is exceeded."""
