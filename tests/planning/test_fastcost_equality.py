@@ -9,31 +9,15 @@ import random
 
 import numpy as np
 import pytest
+from fastcost_fixtures import VGG11_FACTS, real_profiles
 from plan_fixtures import three_profiles, tiny_spec
 from table_fixtures import SMALL_FACTS
 
 from hiertrain_edge.planning.cost import CostModel, Links
 from hiertrain_edge.planning.fastcost import FastCost, canonical
 from hiertrain_edge.planning.schedule import Group, Schedule
-from hiertrain_edge.profiling import ModelFacts, load_profile
 from hiertrain_edge.profiling.measure import model_facts
 
-# VGG-11's sizes, as model_facts(get_model("vgg11")) gives them, written out to skip torch.
-VGG11_FACTS = ModelFacts(
-    name="vgg11",
-    num_units=16,
-    input_bytes=12288,
-    out_bytes=(262144, 65536, 131072, 32768, 65536, 65536, 16384, 32768, 32768, 8192, 8192,
-               8192, 2048, 2048, 2048, 40),
-    param_bytes=(7168, 0, 295424, 0, 1180672, 2360320, 0, 4720640, 9439232, 0, 9439232,
-                 9439232, 0, 1050624, 1050624, 20520),
-    buffer_bytes=(0,) * 16,
-    flops=(3538944, 0, 37748736, 0, 37748736, 75497472, 0, 37748736, 75497472, 0, 18874368,
-           18874368, 0, 524288, 524288, 10240),
-    saved_bytes=(274432, 393216, 196608, 196608, 98304, 131072, 98304, 49152, 65536, 49152,
-                 16384, 16384, 12288, 4096, 4096, 2048),
-)  # fmt: skip
-REAL = {"device": "rpi4", "edge": "x86_edge", "cloud": "gpu_cloud"}
 LINKS = [
     Links.symmetric(1, 5, 0.002, 0.02),
     Links.symmetric(10, 50, 0.002, 0.02),
@@ -84,7 +68,7 @@ def fast_predict(fast: FastCost, schedule: Schedule) -> tuple[float, bool]:
 )
 def test_fastcost_equals_cost_model_on_random_schedules(facts, profiles):
     if profiles == "real":
-        profs = {t: load_profile(name) for t, name in REAL.items()}
+        profs = real_profiles()
     else:
         profs = three_profiles(memory=10**9 if profiles == "test" else 60_000)
     rng = random.Random(hash(facts.name) % 1000)
@@ -114,7 +98,7 @@ def test_fastcost_equals_cost_model_on_random_schedules(facts, profiles):
 
 def test_fastcost_batch_equals_one_by_one():
     """Many tuples and sizes in one batch give the same times as one at a time."""
-    profs = {t: load_profile(name) for t, name in REAL.items()}
+    profs = real_profiles()
     model = CostModel.build(VGG11_FACTS, profs, Links.symmetric(20, 80, 0.002, 0.02))
     fast = FastCost(model)
     rng = random.Random(7)
