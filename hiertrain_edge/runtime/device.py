@@ -3,6 +3,7 @@ group, and at the end evaluates the trained model on its held-out samples."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import sys
@@ -243,7 +244,7 @@ class Board:
                     )
                     continue
                 except PeerLostError as exc:  # the edge is gone: it may come back
-                    if self._may_go_alone(job):
+                    if self._may_go_alone(job, tier):
                         job, tier, steps, step = self._train_alone(
                             exc, step, tier, job, steps, order, report, progress
                         )
@@ -517,10 +518,12 @@ class Board:
         self.mirror = {"step": int(msg["step"]), "units": units, "opt": opt}
         self.pending_own = None
 
-    def _may_go_alone(self, job: Any) -> bool:
+    def _may_go_alone(self, job: Any, tier: TierSlice) -> bool:
         """Whether this board can train on without the edge, saying why not if it cannot."""
         if not job.device_fallback:
             return False
+        with contextlib.suppress(HierTrainError):  # a mirror that came before the loss
+            self._take_mirror(tier)
         if self.table is not None:
             table = self.table.table
             if table.slot_index[table.edge_down_slot] < 0:

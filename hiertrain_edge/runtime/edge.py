@@ -391,10 +391,12 @@ class EdgeServer:
         if not path.is_file():
             return None
         blob = load_checkpoint(path)
+        # A checkpoint at the last step is a board's handover after it trained alone to the
+        # end: the model is still to be gathered from it.
         if (
             blob["board_id"] != self.board_id
             or blob["job"] != self.job_dict
-            or blob["step"] >= self.steps
+            or blob["step"] > self.steps
         ):
             log.info("checkpoint %s belongs to another or a finished job; starting afresh", path)
             return None

@@ -8,6 +8,7 @@ import signal
 import time
 
 import numpy as np
+import pytest
 import torch
 from tierprocs import free_port, regrouping_noise, stop, tier_process
 
@@ -22,7 +23,12 @@ NOISE_FLOOR = 2e-6  # the run must not be chaotic (see regrouping_noise)
 REL_TOL = 1e-5
 
 
-def test_chaos_kill_every_tier_and_resume(tmp_path, mnist):
+@pytest.mark.parametrize(
+    "fallback", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["waits", "alone"]
+)
+def test_chaos_kill_every_tier_and_resume(tmp_path, mnist, fallback):
+    """`fallback` False: a board that loses the edge waits for it; True: it trains alone
+    meanwhile and hands its state to the restarted edge, so fewer kills fit in the run."""
     rng = random.Random(11)
     train = mnist.subset(0, 480)
     data = tmp_path / "train.npz"
@@ -42,11 +48,10 @@ def test_chaos_kill_every_tier_and_resume(tmp_path, mnist):
         "checkpoint_every": 1,
         "step_timeout_s": 8.0,
         "rejoin_patience_s": 120.0,
-        # A board that loses the edge waits for it here, as a board that cannot hold the
-        # whole model does: training alone would race through the steps while the edge
-        # restarts, leaving too few to strike at. tests/runtime/test_device_alone.py kills
-        # and freezes the edge with training alone on.
-        "device_fallback": False,
+        # Waiting for a lost edge, the board leaves steps for all 20 kills; training alone
+        # it races through the steps while the edge restarts (see tests/runtime/
+        # test_device_alone.py for that path in detail).
+        "device_fallback": fallback,
         "schedule": {
             "groups": [
                 {"n": 16, "cuts": [6, 6]},
@@ -124,8 +129,11 @@ def test_chaos_kill_every_tier_and_resume(tmp_path, mnist):
         for p in procs.values():
             stop(p)
     print(f"chaos: {len(kills)} kills: {', '.join(kills)}")
-    assert len(kills) == KILLS
-    assert set(kills) == {"device", "edge", "cloud"}
+    if fallback:
+        assert "edge" in kills
+    else:
+        assert len(kills) == KILLS
+        assert set(kills) == {"device", "edge", "cloud"}
 
     assert regrouping_noise(settings, train, STEPS, [16, 16, 16]) < NOISE_FLOOR
     hybrid = load_model_file(tmp_path / "device" / "model.pt")

@@ -24,14 +24,18 @@ def board(mnist):
 
 def test_device_alone_refused_when_the_job_says_so(board):
     board.mirror = {"step": 0, "units": None, "opt": None}
-    assert board._may_go_alone(job_from_dict({**JOB, "device_fallback": False})) is False
-    assert board._may_go_alone(job_from_dict(JOB)) is True
+    job = job_from_dict(JOB)
+    tier = TierSlice("device", job.spec(), job, job.the_schedule())
+    assert board._may_go_alone(job_from_dict({**JOB, "device_fallback": False}), tier) is False
+    assert board._may_go_alone(job, tier) is True
 
 
 def test_device_alone_refused_without_a_copy_of_the_model(board, caplog):
     board.mirror = None  # e.g. rejoined at a later step and no checkpoint since
+    job = job_from_dict(JOB)
+    tier = TierSlice("device", job.spec(), job, job.the_schedule())
     with caplog.at_level(logging.WARNING):
-        assert board._may_go_alone(job_from_dict(JOB)) is False
+        assert board._may_go_alone(job, tier) is False
     assert "this board has no copy of the whole model yet" in caplog.text
 
 
