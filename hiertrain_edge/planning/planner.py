@@ -16,27 +16,30 @@ for many cut tuples and size vectors in one numpy pass.
 2. Small spaces (every cut tuple times every split of the batch, at most
    EXHAUSTIVE_MAX_EVALS points) are evaluated whole: the optimum, gap 0.
 3. Larger spaces are searched in rounds, each one numpy pass over many candidates:
-   a. *pipelines*: every cut pair split into two and three groups;
-   b. *mixes*: every tuple of two or three groups drawn from the SHORTLIST best pairs;
-      (a) and (b) with sizes on a lattice of B / 8 samples;
-   c. *sizes*: the best tuples' sizes move samples between groups (1, 2, 4, ... at a
-      time) while a move helps (the step time is convex in the sizes, cost.py);
-   d. *cuts*: each group of the best tuples moves a cut by one unit, or a group is
-      dropped or split in two; what helps is refined as in (c); repeated while it helps;
-   e. the final tuple's sizes are checked exhaustively in a window around them.
+   a. *pipelines*: every cut pair split into two and three groups (skipped for a pair
+      whose busiest resource alone outlasts the best single group);
+   b. *mixes*: every tuple of two or three groups drawn from the SHORTLIST best pairs
+      and the best pair of each class (skipped when a load floor rules them out);
+      (a) and (b) with sizes on a lattice of B / 8 (mixes B / 4) samples;
+   c. *sizes*: the FINE_TUPLES best tuples on a lattice of B / 32, then the
+      EXACT_TUPLES best of those with every split of the batch (for B > 64 a lattice
+      and every split in a window around its best);
+   d. *cuts*: for the best tuples, each group's cuts moved by one or two units, a group
+      dropped or split in two; the best of these sized as in (c); repeated while the
+      best tuples change.
    This is a heuristic: benchmarks/bench_planner.py prints its gap to the exhaustive
-   optimum on instances small enough to enumerate, tests/planning check it on seeded
-   ones.
+   optimum on instances small enough to enumerate, tests/planning/test_planner_gap.py
+   checks it on seeded ones.
 
 Lower bound. Every tier and link direction is a serial resource, so the step lasts at
 least any weighted average of the resources' busy times. For weights w, each group's
 weighted busy time is affine in its size with non-negative terms, so no split of the
-batch beats the single group on the best pair: the bound is max over w of
-min over pairs of w . (fixed + B * per-sample load). The best w is found by
-multiplicative weights (a zero-sum game between w and the pairs); any w gives a valid
-bound. The bound ignores how work waits for work, so it is loose for pipelines (their
-fill and drain); gap = predicted / lower bound - 1 is a certified upper bound on the
-true gap, not the gap itself.
+batch into groups beats the single group on the best pair: the bound is
+max over w of min over pairs of w . (busy seconds of the pair with the whole batch),
+the value of a small zero-sum game, solved exactly by the simplex method. It ignores
+how work waits for work (a pipeline's fill and drain) and the replicas' traffic, so it
+is loose; gap = predicted / lower bound - 1 is a certified upper bound on the true
+gap, not the gap itself.
 """
 
 from __future__ import annotations
@@ -130,18 +133,6 @@ def cut_tuples(num_units: int, max_groups: int = MAX_GROUPS):
                     for ed in itertools.product(by_class[1], repeat=ke):
                         for lo in itertools.product(by_class[2], repeat=kl):
                             yield cl + ed + lo
-
-
-def count_cut_tuples(num_units: int, max_groups: int = MAX_GROUPS) -> int:
-    n_cloud = num_units * (num_units + 1) // 2
-    n_edge = num_units
-    total = 0
-    for k in range(1, max_groups + 1):
-        for kc in range(k + 1):
-            for ke in range(k - kc + 1):
-                if k - kc - ke <= 1:
-                    total += n_cloud**kc * n_edge**ke
-    return total
 
 
 _COMPOSITIONS: dict[tuple[int, int], list[np.ndarray]] = {}
