@@ -8,6 +8,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -263,7 +264,7 @@ class EdgeServer:
         self._new_generation(board)
         self.schedule = self.start_schedule
         tier = TierSlice("edge", self.spec, self.job, self.schedule)
-        cloud_profile = self._cloud_profile() if self.auto_plan else None
+        cloud_profile = self._once("cloud", self._cloud_profile) if self.auto_plan else None
         cloud = None
         if self.schedule.uses_cloud(n):
             cloud = self._setup_cloud(
@@ -281,6 +282,17 @@ class EdgeServer:
     def auto_plan(self) -> bool:
         """Plan from fresh profiles unless the job file or --schedule fixes the schedule."""
         return self.job.schedule is None and self.schedule_override is None
+
+    def _once(self, name: str, measure: Callable[[], Any]) -> Any:
+        """A profile measured once per job. A board whose join goes unanswered asks again
+        (device.py JOIN_RETRY_S) and we start over; profiling anew each time, a host that
+        profiles slower than the retry would never get its offer out."""
+        cache = getattr(self, "_profiles", None)
+        if cache is None or cache[0] != self.job_id:
+            cache = self._profiles = (self.job_id, {})
+        if name not in cache[1]:
+            cache[1][name] = measure()
+        return cache[1][name]
 
     def _cloud_profile(self) -> Any:
         """Ask the cloud to profile itself for this job; measure the link to it."""
@@ -306,8 +318,11 @@ class EdgeServer:
 
         t0 = time.perf_counter()
         profiles = {
-            "edge": quick_profile(
-                self.spec, self.job.batch_size, torch.get_num_threads(), name="edge"
+            "edge": self._once(
+                "edge",
+                lambda: quick_profile(
+                    self.spec, self.job.batch_size, torch.get_num_threads(), name="edge"
+                ),
             )
         }
         while True:

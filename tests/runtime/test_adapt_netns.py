@@ -107,12 +107,15 @@ def train_per_step(job: Job, train, schedules: list[Schedule]) -> nn.Sequential:
     return model
 
 
+@pytest.mark.parametrize("dropping", ["de", "ec"])
 @pytest.mark.parametrize(
     "netns_testbed",
     [{"links": {"de": (START_DE_MBPS, START_DE_MBPS), "ec": (EC_MBPS, EC_MBPS)}}],
     indirect=True,
 )
-def test_board_follows_a_tenfold_drop_and_holds_in_noise(tmp_path, netns_testbed):
+def test_board_follows_a_tenfold_drop_and_holds_in_noise(tmp_path, netns_testbed, dropping):
+    """`dropping`: the board's own link ("de"), or the edge's link to the cloud ("ec"),
+    which the edge measures and reports to the board with its replies."""
     tb = netns_testbed
     assert wide_cnn()  # the tiers import it from tests/ (tier_env's PYTHONPATH)
     rng = np.random.default_rng(0)
@@ -132,9 +135,9 @@ def test_board_follows_a_tenfold_drop_and_holds_in_noise(tmp_path, netns_testbed
         argv = tier_argv(*args, "--threads", "1", *keys[tier])
         return tb.popen(tier, argv, stdout=log, stderr=subprocess.STDOUT, env=env)
 
-    def set_de(mbps: float) -> None:
-        tb.set_rate("de", "up", mbps)
-        tb.set_rate("de", "down", mbps)
+    def set_rate(link: str, mbps: float) -> None:
+        tb.set_rate(link, "up", mbps)
+        tb.set_rate(link, "down", mbps)
 
     cloud_at, edge_at = tb.address("cloud"), tb.address("edge")
     procs = [start("cloud", "cloud", "--listen", f"tcp://{cloud_at}:{CLOUD_PORT}")]
@@ -177,14 +180,14 @@ def test_board_follows_a_tenfold_drop_and_holds_in_noise(tmp_path, netns_testbed
         time.sleep(0.2)  # written whole before it is shipped
         table = ScheduleTable.load(table_file)
         center = region_boundary(table, 0.6 * START_DE_MBPS, 1.7 * START_DE_MBPS)
-        low = center / 10
+        low = (center if dropping == "de" else EC_MBPS) / 10
 
         # 1. Noise of +-10% around the boundary until the checkpoint of step EVERY.
         noise_rng = random.Random(1)
 
         def wander() -> None:
             while not stop_noise.wait(NOISE_EVERY_S):
-                set_de(center * noise_rng.uniform(1 - NOISE, 1 + NOISE))
+                set_rate("de", center * noise_rng.uniform(1 - NOISE, 1 + NOISE))
 
         noise = threading.Thread(target=wander, daemon=True)
         noise.start()
@@ -194,9 +197,9 @@ def test_board_follows_a_tenfold_drop_and_holds_in_noise(tmp_path, netns_testbed
         noise.join()
 
         # 2. Steady at the boundary, then a tenfold drop as step DROP_STEP begins.
-        set_de(center)
+        set_rate("de", center)
         wait_for(checkpoint, deadline, procs, DROP_STEP)
-        set_de(low)
+        set_rate(dropping, low)
         assert procs[2].wait(timeout=max(1, deadline - time.monotonic())) == 0
     finally:
         stop_noise.set()
@@ -213,7 +216,7 @@ def test_board_follows_a_tenfold_drop_and_holds_in_noise(tmp_path, netns_testbed
         by_id[change["to"]] = change["to_schedule"]
     switches = [c["step"] for c in run["schedule_changes"]]
     de = [r["bw_de_mbps"] for r in steps]
-    print(f"boundary {center:.3g} Mbit/s, drop to {low:.3g}; switches at {switches}")
+    print(f"boundary {center:.3g} Mbit/s, {dropping} to {low:.3g}; switches at {switches}")
     print("estimates (Mbit/s):", " ".join(f"{v:.3g}" if v else "-" for v in de))
     print("edge-cloud (Mbit/s):", " ".join(f"{r['bw_ec_mbps'] or 0:.3g}" for r in steps))
 
@@ -228,9 +231,12 @@ def test_board_follows_a_tenfold_drop_and_holds_in_noise(tmp_path, netns_testbed
     # rate (looked up anywhere within the estimate's tolerance) and stays there.
     first_after = DROP_STEP + 1  # the first step that began after the change
     settled = first_after + WITHIN_STEPS - 1
+    near = (1 - ESTIMATE_TOLERANCE, 1.0, 1 + ESTIMATE_TOLERANCE)
+    de_after, ec_after = (low, EC_MBPS) if dropping == "de" else (center, low)
     want = {
-        table.schedules[table.lookup(low * f, EC_MBPS).schedule_index].schedule_id()
-        for f in (1 - ESTIMATE_TOLERANCE, 1.0, 1 + ESTIMATE_TOLERANCE)
+        table.schedules[table.lookup(de_after * f, ec_after * g).schedule_index].schedule_id()
+        for f in near
+        for g in near
     }
     assert ids[DROP_STEP - 1] not in want  # the drop crossed a region boundary
     assert set(ids[settled:]) <= want and len(set(ids[settled:])) == 1
