@@ -165,20 +165,14 @@ class FastCost:
         lo = [(present[i] & (c1[i] == N))[:, None] for i in range(G)]
         off = [cl[i] | ed[i] for i in range(G)]
         uses_cloud = np.logical_or.reduce(cl)
-
-        def uniform(on):
-            """True or False when a mask holds for every tuple or for none (the step is
-            then computed plainly or skipped), else the mask itself."""
-            if on is True or on is False:
-                return on
-            if on.all():
-                return True
-            return False if not on.any() else on
+        # A mask that holds for every tuple or for none becomes True or False: the step
+        # is then computed plainly or skipped.
+        cl, ed, lo, off = ([_uniform(m) for m in ms] for ms in (cl, ed, lo, off))
+        uses_cloud = _uniform(uses_cloud)
 
         def send(clock, li, on, nbytes, *args):
             """(sender's clock, arrival) of a message sent where `on` holds; its size is
             `nbytes`, or `nbytes(*args)` when arguments are given (computed only if sent)."""
-            on = uniform(on)
             if on is False:
                 return clock, clock  # no message: the arrival is never read
             t = clock + self.tiers[self.src[li]].half_s
@@ -194,7 +188,6 @@ class FastCost:
             return (t if on is True else np.where(on, t, clock)), arrival
 
         def recv(clock, tier, arrival, on):
-            on = uniform(on)
             if on is False:
                 return clock
             end = np.maximum(clock, arrival) + tier.half_s
@@ -202,13 +195,12 @@ class FastCost:
 
         def work(clock, on, dur, *args):
             """`clock` + `dur(*args)` where `on` holds (computed only if needed)."""
-            on = uniform(on)
             if on is False:
                 return clock
             end = clock + dur(*args)
             return end if on is True else np.where(on, end, clock)
 
-        rep_d, rep_c = rep["rep_d"][:, None], rep["rep_c"][:, None]
+        rep_d, rep_c = _uniform(rep["rep_d"][:, None]), _uniform(rep["rep_c"][:, None])
         grads_d, grads_c = rep["grads_d"][:, None], rep["grads_c"][:, None]
         zero = np.zeros(shape)
         arr_fwd, arr_fwd_c, arr_bwd_e, arr_bwd_d = {}, {}, {}, {}
@@ -250,7 +242,8 @@ class FastCost:
             edge = recv(edge, E, arr_bwd_e[i], cl[i])
             edge = work(edge, cl[i], E.bwd, a, b, n)
             edge, arr = send(edge, 1, cl[i], self._bwd_bytes, n, a)
-            arr_bwd_d[i] = np.where(cl[i], arr, arr_bwd_d[i])
+            if cl[i] is not False:
+                arr_bwd_d[i] = arr if cl[i] is True else np.where(cl[i], arr, arr_bwd_d[i])
 
         # Device, part 2: finish the offloaded groups' backward, send replica grads.
         for i in range(G):
@@ -288,6 +281,13 @@ class FastCost:
         rep = self.replication(c1, c2)
         times = self.step_time(c1, c2, ns, rep)
         return np.where(self.fits_memory(c1, c2, ns, rep), times, np.inf)
+
+
+def _uniform(mask: np.ndarray):
+    """True or False when a mask holds for every tuple or for none, else the mask."""
+    if mask.all():
+        return True
+    return False if not mask.any() else mask
 
 
 def canonical(cuts, num_units: int) -> list[int]:

@@ -44,7 +44,6 @@ gap, not the gap itself.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import math
@@ -176,6 +175,7 @@ class _Evaluator:
         self.best: dict[Cuts, tuple[float, tuple[int, ...]]] = {}
         self.points = 0
         self.passes = 0
+        self._ranked: list[Cuts] | None = None  # self.best's keys, best first
 
     def arrays(self, tuples: list[Cuts]) -> tuple[np.ndarray, np.ndarray]:
         pad = [list(t) + [(-1, -1)] * (MAX_GROUPS - len(t)) for t in tuples]
@@ -204,10 +204,21 @@ class _Evaluator:
         for t, cuts in enumerate(tuples):
             if tj[t] < best.get(cuts, _NONE)[0]:
                 best[cuts] = (tj[t], tuple(sizes[t, j[t], : len(cuts)].tolist()))
+                self._ranked = None
+
+    def put(self, cuts: Cuts, time_s: float, sizes: tuple[int, ...]) -> None:
+        self.best[cuts] = (time_s, sizes)
+        self._ranked = None
+
+    def clear(self) -> None:
+        self.best = {}
+        self._ranked = None
 
     def top(self, count: int) -> list[Cuts]:
-        items = heapq.nsmallest(count, self.best.items(), key=lambda kv: (kv[1][0], kv[0]))
-        return [c for c, (t, _) in items if math.isfinite(t)]
+        """The `count` tuples with the best times found (finite ones only)."""
+        if self._ranked is None:
+            self._ranked = sorted(self.best, key=lambda c: (self.best[c][0], c))
+        return [c for c in self._ranked[:count] if math.isfinite(self.best[c][0])]
 
     def winner(self) -> tuple[Cuts, float, tuple[int, ...]] | None:
         top = self.top(1)
@@ -438,7 +449,7 @@ def exhaustive(model: CostModel, batch_size: int) -> tuple[Cuts, float, tuple[in
         nonlocal best
         if batch:
             sizes = np.broadcast_to(comps[k][None], (len(batch), *comps[k].shape))
-            ev.best = {}
+            ev.clear()
             ev.times(batch, sizes)
             top = ev.winner()
             if top is not None and (best is None or top[1] < best[1]):
@@ -606,7 +617,7 @@ def plan(
     if exact:
         found = exhaustive(model, batch_size)
         if found is not None:
-            ev.best[found[0]] = (found[1], found[2])
+            ev.put(*found)
     else:
         _search(ev, loads)
     win = ev.winner()
