@@ -200,7 +200,8 @@ class BandwidthEstimator:
 
 LEAD_FRACTION = 1 / 8  # a pair's first message is at most this share of the second's bytes
 # A pair's transfer time is a difference of two clock readings on each side; wake-ups on a
-# loaded host are late by a few ms, so shorter transfers are noise (probes cover fast links).
+# loaded host are late by a few ms, so pairs expected to take less are noise (probes cover
+# fast links). Expected, not measured: cutting off short measurements would bias upward.
 MIN_PAIR_TRANSFER_S = 0.02
 TRAFFIC_CHANGE_COUNT = 1  # one transfer a step: a 2x jump restarts the window at once
 
@@ -227,16 +228,14 @@ def pair_transfer_s(prev: Arrival, cur: Arrival, min_bytes: int = MIN_BANDWIDTH_
     arrive, so ``cur.at_s - prev.at_s = cur.gap_s + (cur.nbytes - prev.nbytes) * 8 /
     bandwidth``: latency cancels and no clock is shared. The pair counts only when both
     arrived while the receiver waited (else the arrival time is unknown), the second brings
-    at least `min_bytes` more, the first is small enough (LEAD_FRACTION) that it had left
-    the link when the second was sent, and the transfer takes at least MIN_PAIR_TRANSFER_S.
-    Returns 0.0 for a pair that does not count.
+    at least `min_bytes` more, and the first is small enough (LEAD_FRACTION) that it had
+    left the link when the second was sent. Returns 0.0 for a pair that does not count.
     """
     if not (prev.waited and cur.waited) or cur.gap_s is None or cur.gap_s < 0:
         return 0.0
     if cur.nbytes - prev.nbytes < min_bytes or prev.nbytes > LEAD_FRACTION * cur.nbytes:
         return 0.0
-    transfer = (cur.at_s - prev.at_s) - cur.gap_s
-    return transfer if transfer >= MIN_PAIR_TRANSFER_S else 0.0
+    return max(0.0, (cur.at_s - prev.at_s) - cur.gap_s)
 
 
 class LinkMeter:
@@ -278,10 +277,15 @@ class LinkMeter:
         if prev is None:
             return
         transfer = pair_transfer_s(prev, arrival, self.inbound.min_bandwidth_bytes)
-        if transfer > 0:
-            extra = arrival.nbytes - prev.nbytes
-            self.inbound.observe_transfer(extra, transfer, arrival.at_s)
-            self._unreported = True
+        if transfer <= 0:
+            return
+        extra = arrival.nbytes - prev.nbytes
+        known = self.inbound.bandwidth_mbps
+        expected = transfer if known is None else extra * BITS_PER_BYTE / (known * 1e6)
+        if expected < MIN_PAIR_TRANSFER_S:
+            return  # too short to time on a busy host (see MIN_PAIR_TRANSFER_S)
+        self.inbound.observe_transfer(extra, transfer, arrival.at_s)
+        self._unreported = True
 
     def heard(self, outbound_mbps: float, now: float | None = None) -> None:
         """The peer reported the rate at which our messages reach it."""

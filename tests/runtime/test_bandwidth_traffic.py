@@ -48,9 +48,25 @@ def test_a_pair_gives_the_transfer_time_of_the_extra_bytes():
     # No gap from the sender (its first message), or the clocks say nothing was sent.
     assert pair_transfer_s(small, Arrival(1_000_300, 11.05, True, None)) == 0.0
     assert pair_transfer_s(small, Arrival(1_000_300, 10.1, True, 0.25)) == 0.0
-    # A transfer this short is the hosts' timer noise (here a 20 s gap, 10 ms measured).
-    assert pair_transfer_s(small, Arrival(100_300, 10.0 + 20.0 + 0.01, True, 20.0)) == 0.0
-    assert pair_transfer_s(small, Arrival(100_300, 10.0 + 20.0 + 0.03, True, 20.0)) > 0.0
+
+
+def test_pairs_too_short_to_time_do_not_count():
+    meter = LinkMeter()
+    # 100 kB in 10 ms after a 20 s gap: the hosts' timer noise, not a rate.
+    meter.arrived(Arrival(300, 10.0, True, 0.5))
+    meter.arrived(Arrival(100_300, 10.0 + 20.0 + 0.01, True, 20.0))
+    assert meter.down_mbps() is None
+    meter.arrived(Arrival(300, 40.0, True, 0.5))
+    meter.arrived(Arrival(1_000_300, 40.0 + 0.1 + 0.4, True, 0.1))  # 20 Mbit/s, 0.4 s
+    assert meter.down_mbps() == pytest.approx(20.0)
+    # Once the rate is known, a pair counts by its expected time, however it measured:
+    # 60 kB (24 ms at 20 Mbit/s) measured in 12 ms counts, 40 kB (16 ms) does not.
+    meter.arrived(Arrival(300, 50.0, True, 0.5))
+    meter.arrived(Arrival(60_300, 50.0 + 0.1 + 0.012, True, 0.1))
+    assert meter.inbound.estimate().samples == 2
+    meter.arrived(Arrival(300, 60.0, True, 0.5))
+    meter.arrived(Arrival(40_300, 60.0 + 0.1 + 0.02, True, 0.1))
+    assert meter.inbound.estimate().samples == 2
 
 
 @pytest.mark.parametrize(("bw_mbps", "latency_s"), [(2.0, 0.05), (40.0, 0.005), (200.0, 0.0005)])
