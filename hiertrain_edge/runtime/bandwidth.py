@@ -201,7 +201,7 @@ class BandwidthEstimator:
 LEAD_FRACTION = 1 / 8  # a pair's first message is at most this share of the second's bytes
 # A pair's transfer time is a difference of two clock readings on each side; wake-ups on a
 # loaded host are late by a few ms, so pairs expected to take less are noise (probes cover
-# fast links). Expected, not measured: cutting off short measurements would bias upward.
+# fast links). Expected, not measured: dropping the quick measurements would bias it down.
 MIN_PAIR_TRANSFER_S = 0.02
 TRAFFIC_CHANGE_COUNT = 1  # one transfer a step: a 2x jump restarts the window at once
 
