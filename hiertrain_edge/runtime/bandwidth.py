@@ -282,7 +282,9 @@ class LinkMeter:
         extra = arrival.nbytes - prev.nbytes
         known = self.inbound.bandwidth_mbps
         expected = transfer if known is None else extra * BITS_PER_BYTE / (known * 1e6)
-        if expected < MIN_PAIR_TRANSFER_S:
+        # A link that slowed down makes short pairs long: follow it.
+        slowed = transfer >= max(MIN_PAIR_TRANSFER_S, self.inbound.change_ratio * expected)
+        if expected < MIN_PAIR_TRANSFER_S and not slowed:
             return  # too short to time on a busy host (see MIN_PAIR_TRANSFER_S)
         self.inbound.observe_transfer(extra, transfer, arrival.at_s)
         self._unreported = True

@@ -67,6 +67,10 @@ def test_pairs_too_short_to_time_do_not_count():
     meter.arrived(Arrival(300, 60.0, True, 0.5))
     meter.arrived(Arrival(40_300, 60.0 + 0.1 + 0.02, True, 0.1))
     assert meter.inbound.estimate().samples == 2
+    # Unless the link slowed down: the same 40 kB now take 0.16 s (2 Mbit/s).
+    meter.arrived(Arrival(300, 70.0, True, 0.5))
+    meter.arrived(Arrival(40_300, 70.0 + 0.1 + 0.16, True, 0.1))
+    assert meter.down_mbps() == pytest.approx(2.0)
 
 
 @pytest.mark.parametrize(("bw_mbps", "latency_s"), [(2.0, 0.05), (40.0, 0.005), (200.0, 0.0005)])
