@@ -49,6 +49,7 @@ STEPS = 3 * EVERY - 2
 DROP_STEP = 2 * EVERY
 WITHIN_STEPS = 3
 ESTIMATE_TOLERANCE = 0.2  # the issue's bound for a steady link
+NEAR = (1 - ESTIMATE_TOLERANCE, 1.0, 1 + ESTIMATE_TOLERANCE)
 REL_TOL = 1e-5
 SETTINGS = {
     "model": "adapt_models:wide_cnn",
@@ -73,6 +74,16 @@ def region_boundary(table: ScheduleTable, lo: float, hi: float) -> float:
         if table.lookup(a, EC_MBPS).schedule_index != table.lookup(b, EC_MBPS).schedule_index:
             return math.sqrt(a * b)
     pytest.fail(f"the table's choice is the same from {lo} to {hi} Mbit/s: nothing to cross")
+
+
+def choices(table: ScheduleTable, de_mbps: float, ec_mbps: float) -> set[int]:
+    """The table's schedules for rates within the estimate's tolerance of these."""
+    return {table.lookup(de_mbps * f, ec_mbps * g).schedule_index for f in NEAR for g in NEAR}
+
+
+def cloud_free(table: ScheduleTable) -> set[int]:
+    n = table.num_units
+    return {k for k, s in enumerate(table.schedules) if not s.uses_cloud(n)}
 
 
 def wait_for(path: Path, deadline: float, procs: list, step: int | None = None) -> None:
@@ -181,6 +192,16 @@ def test_board_follows_a_tenfold_drop_and_holds_in_noise(tmp_path, netns_testbed
         table = ScheduleTable.load(table_file)
         center = region_boundary(table, 0.6 * START_DE_MBPS, 1.7 * START_DE_MBPS)
         low = (center if dropping == "de" else EC_MBPS) / 10
+        if dropping == "ec":
+            cloud_before = {
+                table.lookup(center * f, EC_MBPS).schedule_index for f in NEAR
+            } - cloud_free(table)
+            if not cloud_before or cloud_before & choices(table, center, low):
+                # The table is built from this run's profiles, on a shared host.
+                pytest.skip(
+                    f"this run's table does not use the cloud at {center:.3g} / {EC_MBPS:g} "
+                    f"Mbit/s, or keeps the same schedule at {low:g}: nothing to cross"
+                )
 
         # 1. Noise of +-10% around the boundary until the checkpoint of step EVERY.
         noise_rng = random.Random(1)
@@ -231,13 +252,8 @@ def test_board_follows_a_tenfold_drop_and_holds_in_noise(tmp_path, netns_testbed
     # rate (looked up anywhere within the estimate's tolerance) and stays there.
     first_after = DROP_STEP + 1  # the first step that began after the change
     settled = first_after + WITHIN_STEPS - 1
-    near = (1 - ESTIMATE_TOLERANCE, 1.0, 1 + ESTIMATE_TOLERANCE)
     de_after, ec_after = (low, EC_MBPS) if dropping == "de" else (center, low)
-    want = {
-        table.schedules[table.lookup(de_after * f, ec_after * g).schedule_index].schedule_id()
-        for f in near
-        for g in near
-    }
+    want = {table.schedules[k].schedule_id() for k in choices(table, de_after, ec_after)}
     assert ids[DROP_STEP - 1] not in want  # the drop crossed a region boundary
     assert set(ids[settled:]) <= want and len(set(ids[settled:])) == 1
     assert len([s for s in switches if s > settled]) == 0
