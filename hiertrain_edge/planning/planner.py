@@ -20,7 +20,7 @@ for many cut tuples and size vectors in one numpy pass.
       whose busiest resource alone outlasts the best single group);
    b. *mixes*: every tuple of two or three groups drawn from the SHORTLIST best pairs
       and the best pair of each class (skipped when a load floor rules them out);
-      (a) and (b) with sizes on a lattice of B / 8 (mixes B / 4) samples;
+      (a) and (b) with sizes on a lattice of B / 16 (pipelines) or B / 4 (mixes);
    c. *sizes*: the FINE_TUPLES best tuples on a lattice of B / 32, then the
       EXACT_TUPLES best of those with every split of the batch (for B > 64 a lattice
       and every split in a window around its best);
@@ -69,11 +69,12 @@ DEFAULT_BUDGET_S = 1.0  # kept for callers; the search no longer needs a time bu
 BASELINES = ("device_only", "edge_only", "cloud_only", "best_two_tier")
 SHORTLIST = 9  # best cut pairs combined into mixes of two and three groups
 LATTICE_PARTS = 8  # screening sizes: 1 and multiples of B / 8
+PIPE_PARTS = 16  # pipelines' screening sizes: 1 and multiples of B / 16
 FINE_TUPLES = 16  # tuples tried again on a finer lattice after screening
 FINE_PARTS = 32  # its sizes: 1 and multiples of B / 32
 EXACT_TUPLES = 4  # tuples whose best sizes are searched exactly after screening
 SIZE_GRID_POINTS = 2100  # splits per tuple in one pass (every split of 64 in 3 is 1953)
-WINDOW_MOVES = 3  # moves of the window around a lattice's best split
+WINDOW_MOVES = 6  # moves of the window around a lattice's best split
 NEIGHBOUR_TUPLES = 3  # tuples whose cuts are moved in each local-search round
 MAX_ROUNDS = 4  # local-search rounds at most
 CHUNK_EVALS = 200_000  # points per numpy pass in the exhaustive search
@@ -254,22 +255,35 @@ _MIX_WEIGHTS = np.array(
 ).T
 
 
-def _lattice(batch_size: int, parts: int, step: int) -> np.ndarray:
+def _lattice(batch_size: int, parts: int, step: int, edges: bool = False) -> np.ndarray:
     """Splits of the batch into `parts` positive sizes, every size but the last 1 or a
-    multiple of `step`; rows of length MAX_GROUPS (0 beyond `parts`)."""
-    key = (batch_size, parts, step)
+    multiple of `step`; rows of length MAX_GROUPS (0 beyond `parts`). With `edges`, also
+    every split whose groups are 1, 2, 3 or multiples of `step` except one: pipelines
+    often want a group of one to three samples at either end, between lattice points."""
+    key = (batch_size, parts, step, edges)
     if key not in _LATTICES:
-        values = sorted({1, *range(step, batch_size, step)})
-        rows = []
+        small = {1, 2, 3} if edges else {1}
+        values = sorted(small | set(range(step, batch_size, step)))
+        rows = set()
         for head in itertools.product(values, repeat=parts - 1):
             rest = batch_size - sum(head)
             if rest >= 1:
-                rows.append([*head, rest] + [0] * (MAX_GROUPS - parts))
-        _LATTICES[key] = np.array(rows, dtype=np.int64).reshape(-1, MAX_GROUPS)
+                rows.add((*head, rest))
+        if edges and parts > 1:
+            # the last group small, the others on the lattice but one
+            for tail in small:
+                for head in itertools.product(values, repeat=parts - 2):
+                    rest = batch_size - sum(head) - tail
+                    if rest >= 1:
+                        rows.add((*head, rest, tail))
+        ordered = sorted(rows)
+        _LATTICES[key] = np.array(
+            [list(r) + [0] * (MAX_GROUPS - parts) for r in ordered], dtype=np.int64
+        ).reshape(-1, MAX_GROUPS)
     return _LATTICES[key]
 
 
-_LATTICES: dict[tuple[int, int, int], np.ndarray] = {}
+_LATTICES: dict[tuple[int, int, int, bool], np.ndarray] = {}
 
 
 def _window(base: tuple[int, ...], radius: int) -> np.ndarray:
@@ -293,10 +307,10 @@ def _exact_sizes(ev: _Evaluator, tuples: list[Cuts]) -> None:
     lattice's best, moved while its best lies on the window's edge."""
     B = ev.B
     step = 1
-    while len(_lattice(B, 3, step)) > SIZE_GRID_POINTS:
+    while len(_lattice(B, 3, step, True)) > SIZE_GRID_POINTS:
         step += 1
     tuples = [c for c in tuples if len(c) > 1]
-    ev.sizes_pass(tuples, lambda k: _lattice(B, k, step))
+    ev.sizes_pass(tuples, lambda k: _lattice(B, k, step, True))
     tuples = [c for c in tuples if c in ev.best]  # some split fits
     radius = step
     for _ in range(WINDOW_MOVES if step > 1 else 0):
@@ -379,7 +393,8 @@ def _search(ev: _Evaluator, loads: np.ndarray) -> None:
         for p, f in zip(pairs, floor, strict=True)
         if cls[p] != LOCAL and f < best_single
     ]
-    ev.sizes_pass(pipes, lambda k: _lattice(B, k, step))
+    pipe_step = max(1, B // PIPE_PARTS)
+    ev.sizes_pass(pipes, lambda k: _lattice(B, k, pipe_step))
 
     # b. Mixes of the best pairs (by their best pipeline or single group), always with
     # the device-local group and the best edge-terminal and cloud-bound pairs.
