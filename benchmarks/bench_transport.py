@@ -1,13 +1,19 @@
 """Transport figures: codec + ZeroMQ Link/Listener against raw pyzmq, and goodput on a shaped link.
 
-    python benchmarks/bench_transport.py [--quick] [--json FILE] [--no-shaped]
+    python benchmarks/bench_transport.py [--quick] [--trials N] [--json FILE] [--no-shaped]
 
 1. Throughput on loopback TCP, 4 KiB to 64 MiB: a float32 tensor sent as a `bwd` message
    through our Link -> Listener (encode, send, receive, decode, schema check) against raw
-   pyzmq DEALER -> ROUTER sending a bytes buffer of the same size (zero-copy both ways).
-   The ratio is ours / raw; the target is >= 0.9 for 1 MiB and more.
-2. Per-message overhead: a ping-pong of a 4 KiB message, ours against raw; half the
-   round-trip difference is the overhead per message (target: <= 50 us above raw).
+   pyzmq DEALER -> ROUTER sending a bytes buffer of the same size. Both zero-copy the same
+   way (pyzmq copies frames under 64 KiB, sends larger ones without a copy, receives
+   without a copy), both with the receiver in the main thread and the sender in a second
+   thread of the same process. Trials alternate raw and ours, so drift in the machine's
+   load hits both; the ratio is the median over trials of ours / raw of the same pair, with
+   the lowest and highest pair beside it. The target is >= 0.9 for 1 MiB and more.
+2. Per-message overhead: a ping-pong of a 4 KiB message, ours against raw, in alternating
+   trials; half the round-trip difference of a pair is the overhead per message (target:
+   <= 50 us above raw). The median over pairs is the figure; the lowest and highest pair
+   show the spread, and the difference of the best trials what a quiet machine would see.
 3. Goodput (needs root): the device sends tensors of >= 1 MiB to the edge over the
    testbed's tbf-shaped veth; each transfer is timed to the edge's answer. Goodput as a
    fraction of the shaped rate (target: >= 0.8).
@@ -38,10 +44,11 @@ KIB = 1024
 MIB = 1024 * KIB
 SIZES_BYTES = [4 * KIB, 64 * KIB, MIB, 4 * MIB, 16 * MIB, 64 * MIB]
 QUICK_SIZES_BYTES = [4 * KIB, MIB, 16 * MIB]
-BUDGET_BYTES = 512 * MIB  # per trial, so a trial takes roughly the same time at every size
-MIN_MESSAGES, MAX_MESSAGES = 8, 4000
-TRIALS = 3
-PINGS = 2000
+BUDGET_BYTES = 256 * MIB  # per trial, so a trial takes roughly the same time at every size
+MIN_MESSAGES, MAX_MESSAGES = 8, 2000
+TRIALS = 5
+QUICK_TRIALS = 2
+PINGS = 1000  # round trips per trial
 PING_BYTES = 4 * KIB
 SHAPED_RATES_MBPS = [20.0, 100.0]
 SHAPED_SIZES_BYTES = [MIB, 4 * MIB, 16 * MIB]
@@ -148,38 +155,40 @@ def _ours_trial(
     return n * size / elapsed, cpu / n
 
 
-def throughput(sizes: list[int], trials: int, keys: Path | None) -> list[dict[str, float]]:
-    """Best-of-trials throughput of both, the ratio of the bests, the median of the
-    pairwise ratios, and the process CPU time per message (both ends, ZeroMQ's I/O
-    thread included), which a busy machine disturbs less than wall time."""
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def throughput(sizes: list[int], trials: int, keys: Path | None) -> list[dict[str, Any]]:
+    """Per size: both throughputs (median over trials), ours / raw per alternating pair of
+    trials (median, lowest, highest), and the process CPU time per message (both ends,
+    ZeroMQ's I/O thread included), which a busy machine disturbs less than wall time."""
     ctx = zmq.Context()
     port = 47900
     rows = []
     for size in sizes:
         n = _count(size)
         raw, ours = [], []
-        for _ in range(trials):  # interleaved, so drift in the machine's load hits both
+        for _ in range(trials):  # alternating, so drift in the machine's load hits both
             port += 1
             raw.append(_raw_trial(ctx, port, size, n))
             port += 1
             ours.append(_ours_trial(ctx, port, size, n))
-        r, o = max(x[0] for x in raw), max(x[0] for x in ours)
         curve = None
         if keys is not None:  # one trial: encryption dominates, noise matters less
             port += 1
             curve = _ours_trial(ctx, port, size, n, keys)[0] / 1e6
+        ratios = [b[0] / a[0] for a, b in zip(raw, ours, strict=True)]
         rows.append(
             {
                 "size_bytes": size,
                 "messages": n,
-                "raw_MBps": r / 1e6,
-                "ours_MBps": o / 1e6,
-                "ratio": o / r,
-                "median_pair_ratio": statistics.median(
-                    b[0] / a[0] for a, b in zip(raw, ours, strict=True)
-                ),
-                "raw_cpu_us_per_msg": min(x[1] for x in raw) * 1e6,
-                "ours_cpu_us_per_msg": min(x[1] for x in ours) * 1e6,
+                "trials": trials,
+                "raw_MBps": statistics.median(x[0] for x in raw) / 1e6,
+                "ours_MBps": statistics.median(x[0] for x in ours) / 1e6,
+                "ratio": _spread(ratios),
+                "raw_cpu_us_per_msg": statistics.median(x[1] for x in raw) * 1e6,
+                "ours_cpu_us_per_msg": statistics.median(x[1] for x in ours) * 1e6,
                 "curve_MBps": curve,
             }
         )
@@ -242,21 +251,30 @@ def _pingpong_ours(ctx: zmq.Context, port: int, n: int) -> tuple[float, float]:
     return elapsed / n, cpu / n
 
 
-def overhead(pings: int, trials: int) -> dict[str, float]:
+def overhead(pings: int, trials: int) -> dict[str, Any]:
+    """Round trips of both, in alternating trials; per pair, half the difference of the
+    round trips is our overhead per message (a round trip is two messages, each encoded,
+    sent, received, decoded and checked once)."""
     ctx = zmq.Context()
-    raw = [_pingpong_raw(ctx, 47950 + i, pings) for i in range(trials)]
-    ours = [_pingpong_ours(ctx, 47960 + i, pings) for i in range(trials)]
+    raw, ours = [], []
+    for i in range(trials):
+        raw.append(_pingpong_raw(ctx, 47950 + i, pings))
+        ours.append(_pingpong_ours(ctx, 47970 + i, pings))
     ctx.term()
-    raw_rtt, ours_rtt = min(x[0] for x in raw), min(x[0] for x in ours)
-    raw_cpu, ours_cpu = min(x[1] for x in raw), min(x[1] for x in ours)
-    # A round trip is two messages, each encoded, sent, received and decoded once.
+    wall = [(b[0] - a[0]) / 2 * 1e6 for a, b in zip(raw, ours, strict=True)]
+    cpu = [(b[1] - a[1]) / 2 * 1e6 for a, b in zip(raw, ours, strict=True)]
     return {
-        "raw_rtt_us": raw_rtt * 1e6,
-        "ours_rtt_us": ours_rtt * 1e6,
-        "overhead_per_message_us": (ours_rtt - raw_rtt) / 2 * 1e6,
-        "raw_cpu_us_per_rtt": raw_cpu * 1e6,
-        "ours_cpu_us_per_rtt": ours_cpu * 1e6,
-        "cpu_overhead_per_message_us": (ours_cpu - raw_cpu) / 2 * 1e6,
+        "trials": trials,
+        "round_trips": pings,
+        "raw_rtt_us": statistics.median(x[0] for x in raw) * 1e6,
+        "ours_rtt_us": statistics.median(x[0] for x in ours) * 1e6,
+        "overhead_per_message_us": _spread(wall),
+        "best_overhead_per_message_us": (min(x[0] for x in ours) - min(x[0] for x in raw))
+        / 2
+        * 1e6,
+        "raw_cpu_us_per_rtt": statistics.median(x[1] for x in raw) * 1e6,
+        "ours_cpu_us_per_rtt": statistics.median(x[1] for x in ours) * 1e6,
+        "cpu_overhead_per_message_us": _spread(cpu),
     }
 
 
@@ -356,29 +374,36 @@ def markdown(results: dict[str, Any]) -> str:
     load = ", ".join(f"{x:.1f}" for x in results["load_average"])
     lines = [f"Machine: {results['machine']}; load average at start {load}.", ""]
     if "throughput" in results:
+        trials = results["throughput"][0]["trials"]
         lines += [
             "### Codec + ZeroMQ transport vs raw pyzmq (loopback TCP)",
             "",
-            "| size | messages | raw pyzmq MB/s | Link/Listener MB/s | ratio | "
-            "median pair ratio | CPU us/msg raw | CPU us/msg ours | with CurveZMQ MB/s |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"Medians of {trials} alternating trials; the ratio is ours / raw per pair of "
+            "trials, its median and (lowest-highest) pair.",
+            "",
+            "| size | messages | raw pyzmq MB/s | Link/Listener MB/s | ratio (spread) | "
+            "CPU us/msg raw | CPU us/msg ours | with CurveZMQ MB/s |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in results["throughput"]:
+            q = r["ratio"]
             lines.append(
                 f"| {_size(r['size_bytes'])} | {r['messages']} | {r['raw_MBps']:.0f} | "
-                f"{r['ours_MBps']:.0f} | {r['ratio']:.2f} | {r['median_pair_ratio']:.2f} | "
+                f"{r['ours_MBps']:.0f} | {q['median']:.2f} ({q['min']:.2f}-{q['max']:.2f}) | "
                 f"{r['raw_cpu_us_per_msg']:.0f} | {r['ours_cpu_us_per_msg']:.0f} | "
                 + ("n/a |" if r["curve_MBps"] is None else f"{r['curve_MBps']:.0f} |")
             )
         o = results["overhead"]
+        w, c = o["overhead_per_message_us"], o["cpu_overhead_per_message_us"]
         lines += [
             "",
-            f"Per-message overhead ({_size(PING_BYTES)} ping-pong): raw round trip "
-            f"{o['raw_rtt_us']:.0f} us, ours {o['ours_rtt_us']:.0f} us, "
-            f"overhead {o['overhead_per_message_us']:.1f} us per message above raw "
-            f"(wall time); CPU time {o['raw_cpu_us_per_rtt']:.0f} us vs "
-            f"{o['ours_cpu_us_per_rtt']:.0f} us per round trip, "
-            f"{o['cpu_overhead_per_message_us']:.1f} us per message above raw.",
+            f"Per-message overhead ({_size(PING_BYTES)} ping-pong, {o['trials']} alternating "
+            f"trials of {o['round_trips']} round trips): raw round trip {o['raw_rtt_us']:.0f} "
+            f"us, ours {o['ours_rtt_us']:.0f} us (medians); overhead {w['median']:.1f} us "
+            f"per message above raw (pairs {w['min']:.1f} to {w['max']:.1f}; best trials "
+            f"{o['best_overhead_per_message_us']:.1f}); CPU time {o['raw_cpu_us_per_rtt']:.0f} "
+            f"us vs {o['ours_cpu_us_per_rtt']:.0f} us per round trip, {c['median']:.1f} us per "
+            f"message above raw (pairs {c['min']:.1f} to {c['max']:.1f}).",
         ]
     if results.get("goodput"):
         lines += [
@@ -401,7 +426,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer sizes, one trial")
+    ap.add_argument("--quick", action="store_true", help="fewer sizes and trials")
+    ap.add_argument("--trials", type=int, help=f"alternating trials per figure (default {TRIALS})")
     ap.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
     ap.add_argument("--no-shaped", action="store_true", help="skip the goodput part")
     ap.add_argument("--only-shaped", action="store_true", help="only the goodput part")
@@ -421,7 +447,7 @@ def main() -> int:
         _source(args.addr, sizes, args.repeats, Path(args.keys) if args.keys else None)
         return 0
 
-    trials = 1 if args.quick else TRIALS
+    trials = args.trials or (QUICK_TRIALS if args.quick else TRIALS)
     keys = None
     if _security(True):  # the transport has CurveZMQ: measure it too, with throwaway keys
         keys = Path(tempfile.mkdtemp(prefix="bench-transport-keys-"))

@@ -502,8 +502,9 @@ class Board:
         own = self.pending_own
         if msg is None or own is None or own["step"] != msg["step"]:
             return
-        units = {**own["units"], **msg["units"]}
-        opt = {**own["opt"], **msg["opt"]}
+        # Copies: kept for many steps, never tied to the lifetime of a received frame.
+        units = {**own["units"], **_cloned(msg["units"])}
+        opt = {**own["opt"], **_cloned(msg["opt"])}
         every = {str(u) for u in range(tier.num_units)}
         if set(units) != every or set(opt) != every:
             log.warning(

@@ -623,6 +623,9 @@ class EdgeServer:
             if msg["attempt"] == self.board_attempt:
                 break
         units, opt, step = msg["units"], msg["opt"], int(msg["step"])
+        # Copies: the snapshot is kept until the next one, never tied to a received frame.
+        units = {k: {n: t.clone() for n, t in v.items()} for k, v in units.items()}
+        opt = {k: [{n: t.clone() for n, t in p.items()} for p in v] for k, v in opt.items()}
         every = {str(u) for u in range(n)}
         if set(units) != every or set(opt) != every:
             log.warning(

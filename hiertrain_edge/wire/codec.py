@@ -3,13 +3,23 @@
 A message is a msgpack map with the protocol version `v` and a `type`. Every tensor
 inside it (at any depth) is replaced in the header by a msgpack extension that holds
 [frame index, dtype, shape, byte order]; its bytes travel as their own ZeroMQ frame,
-handed to ZeroMQ without a copy and read back with `torch.frombuffer` without a copy.
-Nothing is ever unpickled.
+handed to ZeroMQ without a copy and read back as a view of the received frame without a
+copy. Nothing is ever unpickled.
+
+Two rules follow from the absence of copies (see docs/wire-performance.md):
+
+- A decoded tensor is a view of the received frame's memory. The runtime treats it as
+  read-only: it copies before writing (weights are copied into parameters, optimizer
+  state is cloned). `writable()` gives an owning copy where one is needed.
+- A tensor handed to `encode` may still be read by ZeroMQ's I/O thread after `send`
+  returns (frames of at least `ZERO_COPY_MIN_BYTES`); it must not be changed in place
+  until the peer has answered the message.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +38,10 @@ DEFAULT_MAX_MESSAGE_BYTES = 1 << 30  # 1 GiB: VGG-11's weights are 37 MiB, activ
 MAX_HEADER_BYTES = 4 << 20
 MAX_TENSOR_NDIM = 16
 MAX_TENSOR_ELEMENTS = 1 << 40  # keeps torch's stride arithmetic far from int64 overflow
+# Below this size a frame is copied into ZeroMQ's message on send: cheaper than the
+# zero-copy bookkeeping (a reference held until ZeroMQ's I/O thread releases it). The
+# value is pyzmq's own default (zmq.COPY_THRESHOLD), which the transport keeps.
+ZERO_COPY_MIN_BYTES = 1 << 16
 
 # The allow-list: every dtype training, labels and masks use, and nothing else.
 DTYPES: dict[str, torch.dtype] = {
@@ -44,72 +58,110 @@ DTYPES: dict[str, torch.dtype] = {
 }
 _NAMES = {dt: name for name, dt in DTYPES.items()}
 _NATIVE_ORDER = "<" if sys.byteorder == "little" else ">"
-# Same-size integer views: numpy has no bfloat16, and bool goes out as bytes.
+# Same-size integer views: numpy has no bfloat16, and bool is read back as bytes.
 _VIEW_AS = {torch.bfloat16: torch.int16, torch.bool: torch.uint8}
-# Bytes per element, looked up once: allocating a tensor to ask costs microseconds per message.
-_ITEMSIZE = {name: torch.empty((), dtype=dt).element_size() for name, dt in DTYPES.items()}
+# Per dtype name, looked up once per tensor: the torch dtype, bytes per element (allocating a
+# tensor to ask costs microseconds), and the numpy dtype a received buffer is read as, in
+# native and in swapped byte order (numpy builds a shaped view of a buffer in one call;
+# torch needs frombuffer and then reshape, several times slower).
+_DECODE: dict[str, tuple[torch.dtype, int, np.dtype, np.dtype, torch.dtype | None]] = {}
+for _name, _dt in DTYPES.items():
+    _np = torch.empty((), dtype=_VIEW_AS.get(_dt, _dt)).numpy().dtype
+    _DECODE[_name] = (_dt, _np.itemsize, _np, _np.newbyteorder(), _dt if _dt in _VIEW_AS else None)
+# Tensor descriptors already built, by (frame index, dtype name, shape): a step sends the
+# same shapes again and again. Cleared when full, so a stream of new shapes stays bounded.
+_DESCRIPTORS_CACHED = 4096
 
-# Received tensors are read-only views of ZeroMQ frames; the runtime copies before it
-# writes (weights are copied into parameters), so the warning would only be noise.
+# Received tensors are views of ZeroMQ frames (or of the caller's bytes); the runtime copies
+# before it writes (weights are copied into parameters), so the warnings would only be noise.
 warnings.filterwarnings("ignore", message="The given buffer is not writable")
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+
+class _Encoder(threading.local):
+    """One msgpack packer per thread, reused: building one per message costs more than
+    packing a small header. `buffers` collects the current message's tensor frames."""
+
+    def __init__(self) -> None:
+        self.buffers: list[Any] = []
+        self.header = msgpack.Packer(default=self.tensor, use_bin_type=True)
+        self.descriptors: dict[tuple[int, str, tuple[int, ...]], msgpack.ExtType] = {}
+
+    def tensor(self, obj: Any) -> Any:
+        """msgpack's hook for what it cannot pack itself: a tensor becomes a descriptor."""
+        if not isinstance(obj, torch.Tensor):
+            if not isinstance(obj, np.ndarray):
+                raise ProtocolError(f"cannot encode a {type(obj).__name__} in a message")
+            obj = torch.from_numpy(obj)
+        name = _NAMES.get(obj.dtype)
+        if name is None:
+            raise ProtocolError(f"dtype {obj.dtype} cannot travel; allowed: {', '.join(DTYPES)}")
+        buffers = self.buffers
+        buffers.append(_tensor_buffer(obj))
+        key = (len(buffers), name, obj.shape)
+        ext = self.descriptors.get(key)
+        if ext is None:
+            if len(self.descriptors) >= _DESCRIPTORS_CACHED:
+                self.descriptors.clear()
+            meta = msgpack.packb([key[0], name, list(key[2]), _NATIVE_ORDER])
+            ext = self.descriptors[key] = msgpack.ExtType(_TENSOR_EXT, meta)
+        return ext
+
+
+_encoder = _Encoder()
 
 
 def _tensor_buffer(t: torch.Tensor) -> np.ndarray:
-    """A flat, contiguous, CPU byte-compatible view of `t` (copies only when it must)."""
-    t = t.detach()
-    if t.device.type != "cpu":
-        t = t.cpu()
+    """A contiguous CPU numpy view of `t`'s bytes (copies only when it must)."""
     if not t.is_contiguous():
         t = t.contiguous()
-    view_as = _VIEW_AS.get(t.dtype)
-    if view_as is not None:
-        t = t.view(view_as)
-    # Flattened by numpy, not torch: the same view at a fraction of torch's dispatch cost.
-    return t.numpy().reshape(-1)
+    try:
+        # One more torch call in the common case (a CPU tensor without autograd history);
+        # numpy refuses the rest, which take the slow path below.
+        return t.numpy()
+    except (RuntimeError, TypeError):
+        t = t.detach().cpu().resolve_conj().resolve_neg().contiguous()
+        view_as = _VIEW_AS.get(t.dtype)  # numpy has no bfloat16
+        return (t if view_as is None else t.view(view_as)).numpy()
 
 
 def encode(msg: dict[str, Any]) -> list[Any]:
     """Encode a message into frames: [header, buffer, buffer, ...]."""
     if "type" not in msg:
         raise ProtocolError(f"message has no 'type' field: keys {sorted(msg)}")
-    buffers: list[Any] = []
-
-    def default(obj: Any) -> Any:
-        if isinstance(obj, np.ndarray):
-            obj = torch.from_numpy(obj)
-        if isinstance(obj, torch.Tensor):
-            name = _NAMES.get(obj.dtype)
-            if name is None:
-                raise ProtocolError(
-                    f"dtype {obj.dtype} cannot travel; allowed: {', '.join(DTYPES)}"
-                )
-            buffers.append(_tensor_buffer(obj))
-            meta = msgpack.packb([len(buffers), name, list(obj.shape), _NATIVE_ORDER])
-            return msgpack.ExtType(_TENSOR_EXT, meta)
-        raise ProtocolError(f"cannot encode a {type(obj).__name__} in a message")
-
-    header = msgpack.packb({"v": PROTOCOL_VERSION, **msg}, default=default, use_bin_type=True)
+    enc = _encoder
+    enc.buffers = buffers = []
+    try:
+        header = enc.header.pack({"v": PROTOCOL_VERSION, **msg})
+    except BaseException:
+        # A failed pack leaves the packer's buffer half written; the next one starts clean.
+        enc.header.reset()
+        raise
+    finally:
+        enc.buffers = []
     return [header, *buffers]
 
 
-def _byteswap(t: torch.Tensor) -> torch.Tensor:
-    size = t.element_size()
-    if size == 1:
-        return t
-    raw = t.reshape(-1).view(torch.uint8).reshape(-1, size).flip(1).contiguous()
-    return raw.view(t.dtype).reshape(t.shape)
+def writable(t: torch.Tensor) -> torch.Tensor:
+    """An owning copy of a decoded tensor, for code that must change it in place."""
+    return t.clone()
 
 
 def decode(frames: Sequence[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> dict[str, Any]:
     """Decode frames into a message, validating everything a hostile peer could lie about.
+
+    Frames are bytes-like (bytes, memoryview, zmq.Frame); decoded tensors are views of
+    them and keep them alive.
 
     Raises:
         ProtocolError: the frames are not a well-formed message of this protocol version.
     """
     if not frames:
         raise ProtocolError("empty message: expected a header frame")
-    views = [memoryview(f.buffer if hasattr(f, "buffer") else f) for f in frames]
-    total = sum(v.nbytes for v in views)
+    views = [memoryview(f) for f in frames]
+    total = 0
+    for v in views:
+        total += v.nbytes
     if total > max_bytes:
         raise ProtocolError(f"message of {total} bytes exceeds the limit of {max_bytes} bytes")
     if views[0].nbytes > MAX_HEADER_BYTES:
@@ -125,7 +177,8 @@ def decode(frames: Sequence[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
             index, name, shape, order = msgpack.unpackb(data)
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise ProtocolError(f"malformed tensor descriptor: {exc}") from exc
-        if name not in DTYPES:
+        info = _DECODE.get(name) if isinstance(name, str) else None
+        if info is None:
             raise ProtocolError(
                 f"dtype {name!r} is not allowed; expected one of {', '.join(DTYPES)}"
             )
@@ -133,24 +186,30 @@ def decode(frames: Sequence[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
             raise ProtocolError(f"tensor frame index {index!r} out of range 1..{len(views) - 1}")
         if used[index]:
             raise ProtocolError(f"tensor frame {index} referenced twice")
-        if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-        ):
+        if not isinstance(shape, list):
             raise ProtocolError(f"tensor shape must be a list of ints >= 0, got {shape!r}")
-        if order not in ("<", ">"):
-            raise ProtocolError(f"byte order must be '<' or '>', got {order!r}")
-        dtype = DTYPES[name]
+        # The rank first: multiplying a hostile header's thousands of 64-bit sizes would
+        # build ever larger integers, seconds of work for one message.
+        if len(shape) > MAX_TENSOR_NDIM:
+            raise ProtocolError(
+                f"tensor shape of {len(shape)} dimensions is too large: at most "
+                f"{MAX_TENSOR_NDIM} dimensions"
+            )
         count = 1
         span = 1  # torch's strides multiply every dimension, zeros counted as one
         for d in shape:
+            if type(d) is not int or d < 0:  # bool is a subclass of int, and not a size
+                raise ProtocolError(f"tensor shape must be a list of ints >= 0, got {shape!r}")
             count *= d
-            span *= max(d, 1)
-        if len(shape) > MAX_TENSOR_NDIM or span > MAX_TENSOR_ELEMENTS:
+            span *= d or 1
+        if order != "<" and order != ">":
+            raise ProtocolError(f"byte order must be '<' or '>', got {order!r}")
+        if span > MAX_TENSOR_ELEMENTS:
             raise ProtocolError(
                 f"tensor shape {shape} is too large: at most {MAX_TENSOR_NDIM} dimensions "
                 f"spanning at most {MAX_TENSOR_ELEMENTS} elements"
             )
-        itemsize = _ITEMSIZE[name]
+        dtype, itemsize, native, swapped, view_as = info
         buf = views[index]
         if count * itemsize != buf.nbytes:
             raise ProtocolError(
@@ -160,8 +219,11 @@ def decode(frames: Sequence[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
         used[index] = True
         if count == 0:
             return torch.empty(shape, dtype=dtype)
-        t = torch.frombuffer(buf, dtype=dtype).reshape(shape)
-        return t if order == _NATIVE_ORDER else _byteswap(t)
+        if order == _NATIVE_ORDER:
+            t = torch.from_numpy(np.ndarray(shape, native, buf))
+        else:  # a copy in native order
+            t = torch.from_numpy(np.ndarray(shape, swapped, buf).astype(native))
+        return t if view_as is None else t.view(view_as)
 
     try:
         msg = msgpack.unpackb(views[0], ext_hook=ext_hook, raw=False, strict_map_key=True)

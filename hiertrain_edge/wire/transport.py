@@ -8,6 +8,7 @@ a timeout, so no tier hangs forever on a silent peer.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from typing import Any
@@ -42,6 +43,7 @@ RCVHWM_MESSAGES = 64
 # flooding peer cannot flood the journal.
 REJECTS_LOGGED = 5
 REJECT_WINDOW_S = 10.0
+_MAX_POLL_MS = 2**31 - 1  # one zmq_poll at most (its timeout is an int of ms); longer waits loop
 
 
 def endpoint(host: str, default_port: int) -> str:
@@ -72,7 +74,7 @@ class _Socket:
         self.last_rejection: str | None = None
         self._reject_window = (-REJECT_WINDOW_S, 0)  # (start, messages logged in it)
         self.watch: HandshakeWatch | None = None
-        self._poller: zmq.Poller | None = None
+        self._poller: zmq.Poller | None = None  # the socket and its handshake monitor
         sock.setsockopt(zmq.LINGER, 0)
         # ZeroMQ's own heartbeats run in its I/O thread, so a tier busy computing still
         # answers them; a peer that died or went silent drops the connection within
@@ -84,39 +86,82 @@ class _Socket:
         sock.setsockopt(zmq.RCVHWM, RCVHWM_MESSAGES)
 
     def _send(self, frames: list[Any]) -> None:
-        self.bytes_sent += sum(len(memoryview(f)) for f in frames)
-        self.sock.send_multipart(frames, copy=False)
+        """Send one message. Frames under ZERO_COPY_MIN_BYTES (pyzmq's copy_threshold) are
+        copied into ZeroMQ; larger tensors go out without a copy, so they must not change
+        in place before the peer answers (see the codec's notes)."""
+        sock = self.sock
+        last = len(frames) - 1
+        sent = 0
+        # Frame by frame rather than send_multipart: the same calls without its per-frame
+        # checks, which cost more than the send itself for a small message.
+        for i, f in enumerate(frames):
+            sent += len(f) if type(f) is bytes else memoryview(f).nbytes
+            sock.send(f, zmq.SNDMORE if i < last else 0, copy=False)
+        self.bytes_sent += sent
 
     def _recv_frames(self, timeout_s: float, what: str) -> list[zmq.Frame]:
-        deadline = Deadline(timeout_s)
+        """The frames of the next message within `timeout_s`.
+
+        A message already waiting is taken with one non-blocking receive. Otherwise the
+        socket and the handshake monitor are polled together, so a refused handshake or
+        a dropped connection is seen the moment it happens (a drop must be seen while the
+        socket waits: a listener's next peer may connect right after). Before every
+        receive the monitor is asked for events with one ZMQ_EVENTS query, and read only
+        when it holds some.
+
+        Raises:
+            PeerRefusedError: the peer refused this tier's handshake (a client's link).
+            PeerLostError: the connection dropped and no message is waiting, or no message
+                came within the timeout.
+        """
+        sock = self.sock
+        watch = self.watch
+        end = time.monotonic() + timeout_s
         while True:
-            if self.watch is not None:
-                self.watch.check()  # a refused handshake raises PeerRefusedError here
-            if self.sock.poll(0, zmq.POLLIN):  # the common case: a message is waiting
-                break
-            if self.watch is not None and self.watch.dropped:
-                self.watch.dropped = 0
-                raise PeerLostError(
-                    f"the connection on {self.where} dropped while waiting for {what} "
-                    f"(peer gone, or silent for {LIVENESS_S:g} s)"
-                )
-            if self.watch is None:
-                ready = self.sock.poll(int(deadline.left() * 1000), zmq.POLLIN)
+            if watch is not None:
+                if watch.monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    watch.check()  # a refused handshake raises PeerRefusedError here
+                if watch.dropped:
+                    # A message that came before the drop is still delivered (and the drop
+                    # reported at the first wait that finds none).
+                    try:
+                        frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                        break
+                    except zmq.Again:
+                        watch.dropped = 0
+                        raise PeerLostError(
+                            f"the connection on {self.where} dropped while waiting for {what} "
+                            f"(peer gone, or silent for {LIVENESS_S:g} s)"
+                        ) from None
+            try:
+                frame = sock.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                pass
             else:
-                if self._poller is None:
-                    self._poller = zmq.Poller()
-                    self._poller.register(self.sock, zmq.POLLIN)
-                    self._poller.register(self.watch.monitor, zmq.POLLIN)
-                ready = self.sock in dict(self._poller.poll(int(deadline.left() * 1000)))
-            if ready:
+                frames = [frame]
+                while frame.more:  # the rest of a message arrives with its first frame
+                    frame = sock.recv(copy=False)
+                    frames.append(frame)
                 break
-            if deadline.left() <= 0:
+            left = end - time.monotonic()
+            if left <= 0:
                 dropped = ""
                 if self.last_rejection is not None:
                     dropped = f" (dropped {self.rejected} invalid; last: {self.last_rejection})"
                 raise PeerLostError(f"no {what} from {self.where} within {timeout_s:g} s{dropped}")
-        frames = self.sock.recv_multipart(copy=False)
-        self.bytes_received += sum(len(f.buffer) for f in frames)
+            timeout_ms = min(math.ceil(left * 1e3), _MAX_POLL_MS)
+            if watch is None:
+                sock.poll(timeout_ms, zmq.POLLIN)
+            else:
+                if self._poller is None:
+                    self._poller = zmq.Poller()
+                    self._poller.register(sock, zmq.POLLIN)
+                    self._poller.register(watch.monitor, zmq.POLLIN)
+                self._poller.poll(timeout_ms)
+        received = 0
+        for f in frames:
+            received += len(f)
+        self.bytes_received += received
         return frames
 
     def _reject(self, exc: ProtocolError, sender: str) -> None:
@@ -138,11 +183,11 @@ class _Socket:
             exc,
         )
 
-    def _valid(self, frames: list[Any], sender: str) -> dict[str, Any] | None:
+    def _valid(self, frames: list[Any], peer: bytes | None) -> dict[str, Any] | None:
         try:
             return schema.check(decode(frames, self.max_bytes), self.bounds)
         except ProtocolError as exc:
-            self._reject(exc, sender)
+            self._reject(exc, "the peer" if peer is None else f"peer {peer.hex()}")
             return None
 
     def close(self, linger_s: float = CLOSE_LINGER_S) -> None:
@@ -190,7 +235,7 @@ class Link(_Socket):
         deadline = Deadline(timeout_s)
         while True:
             frames = self._recv_frames(deadline.left(), what)
-            msg = self._valid(frames, "the peer")
+            msg = self._valid(frames, None)
             if msg is not None:
                 return msg
 
@@ -218,6 +263,7 @@ class Listener(_Socket):
             sock.close(linger=0)
             raise
         self.ctx = ctx
+        self._last_identity: zmq.Frame | None = None  # of the last valid message
         super().__init__(sock, address, max_bytes)
         self.watch = HandshakeWatch(sock, address, server=True, curve=self.zap_domain is not None)
         try:
@@ -242,11 +288,21 @@ class Listener(_Socket):
             if len(frames) < 2:
                 self._reject(ProtocolError("message has no peer identity frame"), "a peer")
                 continue
-            peer = bytes(frames[0].buffer)
-            msg = self._valid(frames[1:], f"peer {peer.hex()}")
+            peer = frames[0].bytes
+            msg = self._valid(frames[1:], peer)
             if msg is not None:
-                self.last_peer_address = _peer_address(frames[0])
+                self._last_identity = frames[0]
                 return peer, msg
+
+    @property
+    def last_peer_address(self) -> str | None:
+        """The IP address of the last valid message's sender (None where it cannot tell).
+
+        Looked up only when asked: the lookup costs microseconds per message otherwise.
+        """
+        if self._last_identity is None:
+            return None
+        return _peer_address(self._last_identity)
 
     def close(self) -> None:
         super().close()

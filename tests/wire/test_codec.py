@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import msgpack
 import numpy as np
 import pytest
@@ -10,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hiertrain_edge.errors import ProtocolError
-from hiertrain_edge.wire.codec import DTYPES, PROTOCOL_VERSION, decode, encode
+from hiertrain_edge.wire import codec
+from hiertrain_edge.wire.codec import (
+    DTYPES,
+    PROTOCOL_VERSION,
+    decode,
+    encode,
+    writable,
+)
 
 TRAINING_DTYPES = [
     torch.float32,
@@ -153,3 +162,69 @@ def test_codec_refuses_to_encode_unknown_objects():
         encode({"type": "t", "x": object()})
     with pytest.raises(ProtocolError, match="dtype torch.complex64 cannot travel"):
         encode({"type": "t", "x": torch.zeros(2, dtype=torch.complex64)})
+
+
+def test_codec_rejects_a_huge_rank_before_multiplying_sizes():
+    # 20000 sizes of 2**64 - 1: multiplying them first took seconds for one 180 KB header.
+    shape = [2**64 - 1] * 20000
+    with pytest.raises(ProtocolError) as err:
+        decode([_header(x=_ext(1, "float32", shape)), b"\0" * 4])
+    assert str(err.value) == (
+        "tensor shape of 20000 dimensions is too large: at most 16 dimensions"
+    )
+
+
+def test_codec_decoded_tensors_are_views_of_the_frames():
+    t = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    header, buffer = encode({"type": "t", "x": t})
+    frame = bytearray(memoryview(buffer).cast("B"))
+    out = decode([header, frame])["x"]
+    assert np.shares_memory(out.numpy(), np.frombuffer(frame, dtype=np.uint8))
+    owned = writable(out)
+    assert not np.shares_memory(owned.numpy(), np.frombuffer(frame, dtype=np.uint8))
+    owned += 1
+    assert torch.equal(out, t) and torch.equal(owned, t + 1)
+
+
+def test_codec_descriptors_stay_right_past_the_cache(monkeypatch):
+    monkeypatch.setattr(codec, "_DESCRIPTORS_CACHED", 8)
+    for i in range(20):
+        a, b = torch.zeros(i % 7 + 1, i + 1), torch.ones(i + 1, dtype=torch.int64)
+        out = decode(encode({"type": "t", "a": a, "b": b}))
+        assert_same(out["a"], a) and assert_same(out["b"], b) is None
+        # The same shapes in the other order: the frame index is part of the descriptor.
+        out = decode(encode({"type": "t", "b": a, "a": b}))
+        assert_same(out["b"], a) and assert_same(out["a"], b) is None
+
+
+def test_codec_encodes_cleanly_after_a_failed_encode():
+    with pytest.raises(ProtocolError):
+        encode({"type": "t", "x": torch.ones(3), "y": object()})
+    frames = encode({"type": "t", "z": torch.full((2,), 7)})
+    assert len(frames) == 2
+    assert torch.equal(decode(frames)["z"], torch.full((2,), 7))
+
+
+def test_codec_encodes_from_several_threads():
+    def work(seed: int, out: list[bool]) -> None:
+        for i in range(200):
+            t = _sample(torch.float32, (seed + 1, i % 5 + 1), seed * 1000 + i)
+            got = decode(encode({"type": "t", "i": i, "x": t, "y": t[:1]}))
+            out.append(got["i"] == i and torch.equal(got["x"], t) and torch.equal(got["y"], t[:1]))
+
+    results: list[list[bool]] = [[] for _ in range(4)]
+    threads = [threading.Thread(target=work, args=(k, results[k])) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert [len(r) for r in results] == [200] * 4 and all(all(r) for r in results)
+
+
+def test_codec_sends_autograd_and_negated_tensors_by_value():
+    leaf = torch.arange(4, dtype=torch.float32).requires_grad_()
+    assert_same(roundtrip(leaf * 2), torch.arange(4, dtype=torch.float32) * 2)
+    base = torch.arange(4, dtype=torch.float32)
+    negated = torch._neg_view(base)
+    assert negated.is_neg()
+    assert_same(roundtrip(negated), -base)
