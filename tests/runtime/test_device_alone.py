@@ -11,16 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tierprocs import free_port, regrouping_noise, stop, tier_process
+from tierprocs import free_port, stop, tier_process
 
+from hiertrain_edge.models import build_model
 from hiertrain_edge.planning.schedule import Schedule, device_only
+from hiertrain_edge.runtime.batches import BatchOrder
 from hiertrain_edge.runtime.checkpoint import load_model_file
 from hiertrain_edge.runtime.demo import write_job_file
 from hiertrain_edge.runtime.job import job_from_dict
-from hiertrain_edge.runtime.reference import train_reference
+from hiertrain_edge.runtime.slices import make_optimizer
 
 STEPS = 240
-NOISE_FLOOR = 2e-6  # the run must not be chaotic (see regrouping_noise)
 REL_TOL = 1e-5
 LIVENESS_S = 2.0
 WAIT_S = 240.0  # the whole run on a loaded machine; not a timing assertion
@@ -146,17 +147,38 @@ def _check_run(tmp_path: Path, mnist, run: dict) -> None:
     edge_logs = "".join(p.read_text() for p in sorted(tmp_path.glob("edge*.log")))
     assert f"state at step {back} as the job's checkpoint" in edge_logs
 
-    # The board ran the whole batch as one group alone, the two groups of the schedule
-    # otherwise; neither differs from one process by more than the floor.
+    # Single-process training with each step's batch grouped as the run grouped it: the
+    # whole batch as one group alone, two groups otherwise. (Against one whole-batch
+    # reference this path drifts past the tolerance from rounding alone: long runs on tiny
+    # data amplify it, see tierprocs.regrouping_noise.)
     train = mnist.subset(0, 480)
-    assert regrouping_noise(SETTINGS, train, STEPS, [24, 24]) < NOISE_FLOOR
+    sizes = {
+        r["step"]: [48] if r["schedule_id"] == alone_id else [24, 24] for r in run["iterations"]
+    }
     final = load_model_file(tmp_path / "device" / "model.pt")
     assert final["meta"]["replicas_identical"] is True
-    torch.set_num_threads(1)
-    reference = train_reference(job_from_dict(SETTINGS), train, STEPS).state_dict()
+    reference = _reference(SETTINGS, train, sizes).state_dict()
     for key, want in reference.items():
         err = float((final["state"][key] - want).norm() / want.norm())
         assert err <= REL_TOL, f"{key}: relative error {err:.2e}"
+
+
+def _reference(settings: dict, train, sizes: dict[int, list[int]]) -> torch.nn.Module:
+    """runtime/reference.py's train_reference with group sizes that change per step."""
+    torch.set_num_threads(1)
+    job = job_from_dict(settings)
+    model = build_model(job.spec(), job.seed)
+    model.train()
+    optimizer = make_optimizer(job, list(model.parameters()))
+    order = BatchOrder(len(train), job.batch_size, job.seed)
+    loss_fn = torch.nn.CrossEntropyLoss(reduction="sum")
+    for step in range(len(sizes)):
+        idx = order.indices(step)
+        optimizer.zero_grad(set_to_none=True)
+        for part in idx.split(sizes[step]):
+            (loss_fn(model(train.x[part]), train.y[part]) / job.batch_size).backward()
+        optimizer.step()
+    return model
 
 
 @pytest.mark.slow
