@@ -102,12 +102,12 @@ class _Socket:
     def _recv_frames(self, timeout_s: float, what: str) -> list[zmq.Frame]:
         """The frames of the next message within `timeout_s`.
 
-        A message already waiting is taken with one non-blocking receive. Otherwise the
-        socket and the handshake monitor are polled together, so a refused handshake or
-        a dropped connection is seen the moment it happens (a drop must be seen while the
-        socket waits: a listener's next peer may connect right after). Before every
-        receive the monitor is asked for events with one ZMQ_EVENTS query, and read only
-        when it holds some.
+        A message already waiting (one ZMQ_EVENTS query says so) is taken at once.
+        Otherwise the socket and the handshake monitor are polled together, so a refused
+        handshake or a dropped connection is seen the moment it happens (a drop must be
+        seen while the socket waits: a listener's next peer may connect right after).
+        Before every receive the monitor is asked for events with one ZMQ_EVENTS query,
+        and read only when it holds some.
 
         Raises:
             PeerRefusedError: the peer refused this tier's handshake (a client's link).
@@ -133,11 +133,10 @@ class _Socket:
                             f"the connection on {self.where} dropped while waiting for {what} "
                             f"(peer gone, or silent for {LIVENESS_S:g} s)"
                         ) from None
-            try:
-                frame = sock.recv(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                pass
-            else:
+            # ZMQ_EVENTS keeps the GIL: in a process with other Python threads every call
+            # that lets go of it (a receive that finds nothing, a poll) costs a hand-over.
+            if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                frame = sock.recv(copy=False)
                 frames = [frame]
                 while frame.more:  # the rest of a message arrives with its first frame
                     frame = sock.recv(copy=False)
