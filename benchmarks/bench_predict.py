@@ -118,7 +118,7 @@ def run_model(model: str, batch_size: int, steps: int, schedule: str | None, wor
 
     # 2. The schedule: given, planned, or the three-tier default.
     if schedule == "plan":
-        sched = plan(spec, profiles, links, batch_size, budget_s=2.0).schedule
+        sched = plan(spec, profiles, links, batch_size).schedule
     elif schedule:
         sched = Schedule.parse(schedule)
     else:

@@ -47,14 +47,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         args.latency_de_ms / 1000,
         args.latency_ec_ms / 1000,
     )
-    result = plan(
-        spec,
-        profiles,
-        links,
-        args.batch_size,
-        budget_s=args.budget_ms / 1000,
-        gap_tol=args.gap_tol,
-    )
+    result = plan(spec, profiles, links, args.batch_size)
     if args.gantt:
         from hiertrain_edge.planning.gantt import draw_gantt
 
@@ -146,18 +139,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bw-ce", type=_mbit, metavar="MBIT", help="cloud->edge bandwidth")
     p.add_argument("--latency-de-ms", type=float, default=0.0, help="device<->edge one-way")
     p.add_argument("--latency-ec-ms", type=float, default=0.0, help="edge<->cloud one-way")
-    p.add_argument(
-        "--budget-ms",
-        type=float,
-        default=1000.0,
-        help="time the search may take on large models (default 1000)",
-    )
-    p.add_argument(
-        "--gap-tol",
-        type=float,
-        default=0.0,
-        help="stop once the certified gap is at most this (default 0: exact)",
-    )
     p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     p.add_argument("--gantt", metavar="FILE.png", help="draw the predicted step")
     p.set_defaults(func=cmd_plan, tier="plan")

@@ -65,7 +65,6 @@ log = logging.getLogger(__name__)
 
 MAX_GROUPS = 3
 EXHAUSTIVE_MAX_EVALS = 400_000  # cut tuples x splits evaluated whole up to this many
-DEFAULT_BUDGET_S = 1.0  # kept for callers; the search no longer needs a time budget
 BASELINES = ("device_only", "edge_only", "cloud_only", "best_two_tier")
 SHORTLIST = 9  # best cut pairs combined into mixes of two and three groups
 LATTICE_PARTS = 8  # screening sizes: 1 and multiples of B / 8
@@ -598,17 +597,13 @@ def plan(
     links: Links,
     batch_size: int,
     memory_budgets: dict[str, int] | None = None,
-    budget_s: float = DEFAULT_BUDGET_S,
-    gap_tol: float = 0.0,
 ) -> Plan:
     """The fastest schedule the planner finds for one step of `batch_size` samples.
 
-    `memory_budgets` (bytes per tier) override the profiles' budgets. `budget_s` and
-    `gap_tol` are accepted for compatibility and unused: the search has a fixed, small
-    number of rounds. Raises ScheduleError when no schedule fits memory and the links,
-    ConfigError on bad inputs.
+    `memory_budgets` (bytes per tier) override the profiles' budgets. The search has a
+    fixed, small number of rounds, so it needs no time budget. Raises ScheduleError when
+    no schedule fits memory and the links, ConfigError on bad inputs.
     """
-    del budget_s, gap_tol
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     model = CostModel.build(spec, profiles, links)  # unit sizes and FLOPs: cached per model
