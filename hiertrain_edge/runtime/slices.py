@@ -94,13 +94,16 @@ class TierSlice:
         self._place(schedule, units, opt)
 
     def optimizer_state(self, units: list[int] | set[int]) -> dict[str, Any]:
-        """Optimizer state of owned units: per unit, one dict of tensors per parameter."""
+        """Copies of the optimizer state of owned units: per unit, one dict of tensors per
+        parameter (copies for the reason given in `unit_state`)."""
         out: dict[str, Any] = {}
         for u in sorted(units):
             per_param = []
             for p in self.units[u].parameters():
                 state = self.optimizer.state.get(p, {}) if self.optimizer is not None else {}
-                per_param.append({k: v for k, v in state.items() if isinstance(v, torch.Tensor)})
+                per_param.append(
+                    {k: v.clone() for k, v in state.items() if isinstance(v, torch.Tensor)}
+                )
             out[str(u)] = per_param
         return out
 
@@ -164,7 +167,7 @@ class TierSlice:
                     p.grad if p.grad is not None else torch.zeros_like(p)
                     for p in unit.parameters()
                 ],
-                "buffers": dict(unit.named_buffers()),
+                "buffers": {k: v.clone() for k, v in unit.named_buffers()},
                 "samples": self.samples[u],
             }
         return out
@@ -212,7 +215,13 @@ class TierSlice:
     # --- moving weights ---------------------------------------------------------
 
     def unit_state(self, units: list[int] | set[int]) -> UnitTensors:
-        return {str(u): dict(self.units[u].state_dict()) for u in sorted(units)}
+        """Copies of the units' weights and buffers, never views: the wire sends large
+        tensors without copying them after `send` returns, while the next forward pass
+        (batch-norm statistics) or optimizer step would change a view in place."""
+        return {
+            str(u): {k: v.clone() for k, v in self.units[u].state_dict().items()}
+            for u in sorted(units)
+        }
 
     def load_unit_state(self, state: UnitTensors) -> None:
         """Copy received weights in; received tensors are read-only frames, never aliased."""

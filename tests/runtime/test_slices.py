@@ -43,3 +43,30 @@ def test_replica_gradients_sum_and_buffers_merge_by_samples():
     edge.step_optimizer()
     device.load_unit_state(edge.unit_state(schedule.replicated("device", 4)))
     assert edge.same_as_owned([device.unit_state(device.replicated)])
+
+
+def test_sent_state_is_a_copy_that_later_steps_do_not_change():
+    # The wire sends large tensors after `send` returns; a view would carry the step's
+    # changes into a snapshot taken before it.
+    torch.manual_seed(0)
+    schedule = Schedule.parse("8:4:4").validate(4, 8)
+    device = TierSlice("device", JOB.spec(), JOB, schedule)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    device.begin_step()
+    device.forward_loss(0, 4, x, y, 8)
+    device.step_optimizer()  # momentum buffers exist from here on
+    units = device.unit_state(device.owns)
+    opt = device.optimizer_state(device.owns)
+    before = {k: {n: t.clone() for n, t in v.items()} for k, v in units.items()}
+    momentum = [m["momentum_buffer"].clone() for m in opt["0"]]
+
+    device.begin_step()
+    device.forward_loss(0, 4, x, y, 8)  # batch-norm statistics change in place
+    device.step_optimizer()  # weights and momentum change in place
+
+    for key, tensors in units.items():
+        for name, value in tensors.items():
+            assert torch.equal(value, before[key][name]), f"unit {key} {name} changed"
+    for state, was in zip(opt["0"], momentum, strict=True):
+        assert torch.equal(state["momentum_buffer"], was)
+    assert not torch.equal(device.units[0][1].running_mean, before["0"]["1.running_mean"])
