@@ -295,7 +295,8 @@ def _with(world, kind: str, tier: str, **changes: Any) -> tuple[dict[str, Any], 
         ("handover_request", "device", {"attempt": -1},
          "handover_request.attempt: expected an integer in 0..1099511627775, got -1"),
         ("ready", "edge", {"pickle": b"cos\nsystem\n"},
-         "ready message has an unknown field 'pickle'; expected only gen, job_id, step"),
+         "ready message has an unknown field 'pickle'; expected only bw_ec_mbps, gap_s, gen, "
+         "job_id, rx_mbps, step"),
     ],
 )  # fmt: skip
 def test_schema_rejects_with_a_clear_error(world, kind, tier, changes, error):
