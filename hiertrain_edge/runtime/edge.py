@@ -437,6 +437,12 @@ class EdgeServer:
                 part = peer.expect("snapshot", step, self.job.step_timeout_s)
                 units.update(part["units"])
                 opt.update(part["opt"])
+        self._checkpoint(step, units, opt)
+        self._send_mirror(board)
+
+    def _checkpoint(self, step: int, units: dict[str, Any], opt: dict[str, Any]) -> None:
+        """Make every unit's weights and optimizer state at `step` the job's snapshot and
+        write it atomically (with --out)."""
         self.snapshot = {
             "format": CHECKPOINT_FORMAT,
             "job_id": self.job_id,
@@ -451,7 +457,6 @@ class EdgeServer:
         }
         if self.out_dir is not None:
             atomic_save(self.snapshot, self.out_dir / CHECKPOINT_FILE)
-        self._send_mirror(board)
 
     def _owns_any(self, device: bool) -> bool:
         n = self.spec.num_units
@@ -638,20 +643,7 @@ class EdgeServer:
                 self._snapshot_step(),
             )
             return
-        self.snapshot = {
-            "format": CHECKPOINT_FORMAT,
-            "job_id": self.job_id,
-            "board_id": self.board_id,
-            "job": self.job_dict,
-            "step": step,
-            "data_position": step,
-            "schedule": self.schedule.to_dict(),
-            "units": units,
-            "opt": opt,
-            "rng": torch.random.get_rng_state(),
-        }
-        if self.out_dir is not None:
-            atomic_save(self.snapshot, self.out_dir / CHECKPOINT_FILE)
+        self._checkpoint(step, units, opt)
         log.warning(
             "took board %s's state at step %d as the job's checkpoint; every tier resumes "
             "there with schedule %s",
