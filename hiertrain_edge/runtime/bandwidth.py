@@ -347,12 +347,14 @@ class LinkMeter:
         """Round-trip latency of tiny probes."""
         return self.probes.latency_s
 
-    def needs_probe(self, now: float | None = None) -> bool:
-        """Whether a probe is due: no sample of either direction for `stale_s` seconds."""
+    def needs_probe(self, now: float | None = None, stale_s: float | None = None) -> bool:
+        """Whether a probe is due: no sample of either direction for `stale_s` seconds
+        (default: the meter's own bound; shorter for a link the schedule leaves idle)."""
         now = time.monotonic() if now is None else now
+        bound = self.stale_s if stale_s is None else stale_s
         heard = None if self._outbound is None else self._outbound[1]
         times = (heard, self.probes.last_large_s, self.inbound.last_large_s)
-        return not any(self._fresh(t, now) for t in times)
+        return not any(t is not None and now - t < bound for t in times)
 
     def probe_bytes(self) -> int:
         """Payload bytes of a probe: about `probe_target_s` at the link's rate (see

@@ -26,7 +26,14 @@ from hiertrain_edge.runtime.job import job_from_dict
 from hiertrain_edge.runtime.logstep import set_step
 from hiertrain_edge.runtime.mailbox import Interrupt, Mailbox
 from hiertrain_edge.runtime.reference import evaluate
-from hiertrain_edge.runtime.replan import START_PROBES, Choice, TableChooser, probe
+from hiertrain_edge.runtime.replan import (
+    IDLE_LINK_PROBE_S,
+    START_PROBES,
+    Choice,
+    TableChooser,
+    every_due,
+    probe,
+)
 from hiertrain_edge.runtime.report import Report, StepRecord
 from hiertrain_edge.runtime.slices import TierSlice, full_state
 from hiertrain_edge.wire.schema import JobBounds
@@ -44,10 +51,6 @@ PROGRESS_EVERY_STEPS = 25  # plain progress lines when not on a terminal
 ALONE_JOIN_EVERY_S = 3.0
 ALONE_IDLE_S = 0.2  # all steps done alone: how often to look for the edge meanwhile
 HANDOVER_TIMEOUT_S = 60.0  # the edge sets up the cloud before it answers a handover
-
-
-def _due(step: int, every: int) -> bool:
-    return every > 0 and step % every == 0
 
 
 class Progress:
@@ -358,7 +361,9 @@ class Board:
         so, and hand the edge our units at checkpoint steps."""
         choice = Choice(None, None, None, None, self.bw_ec_mbps)
         if self.table is not None:
-            if self.bw_de.needs_probe() or _due(step, job.probe_every_steps):
+            idle = not tier.schedule.dispatch_order(tier.num_units)  # all groups local
+            stale = IDLE_LINK_PROBE_S if idle else None
+            if self.bw_de.needs_probe(stale_s=stale) or every_due(step, job.probe_every_steps):
                 probe(self.edge, self.bw_de, step)
             choice = self.table.choose(
                 step, tier.schedule, self.bw_de.bandwidth_mbps, self.bw_ec_mbps, self.cloud_ok

@@ -28,7 +28,7 @@ from hiertrain_edge.runtime.checkpoint import (
 from hiertrain_edge.runtime.job import Job, load_job
 from hiertrain_edge.runtime.mailbox import Interrupt, Mailbox, RemoteAbort
 from hiertrain_edge.runtime.observe import EdgeObserver
-from hiertrain_edge.runtime.replan import START_PROBES, probe
+from hiertrain_edge.runtime.replan import IDLE_LINK_PROBE_S, START_PROBES, every_due, probe
 from hiertrain_edge.runtime.slices import TierSlice, full_state
 from hiertrain_edge.wire.schema import JobBounds
 from hiertrain_edge.wire.security import Security
@@ -210,7 +210,9 @@ class EdgeServer:
                         break
                     step = msg["step"]
                     every = job.probe_every_steps
-                    due = self.bw_ec.needs_probe() or (every > 0 and step % every == 0)
+                    idle = not self.schedule.uses_cloud(n)  # no training traffic to time
+                    stale = IDLE_LINK_PROBE_S if idle else None
+                    due = self.bw_ec.needs_probe(stale_s=stale) or every_due(step, every)
                     if cloud is not None and self.auto_plan and due:
                         probe(cloud, self.bw_ec, step)
                         board.send(

@@ -20,6 +20,14 @@ log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_S = 30.0
 START_PROBES = 3  # probes before the first plan, so the table lookup starts from a rate
+# A link the schedule leaves idle carries no training messages to measure: probe it this
+# often, so that a link that got better is seen within a few seconds, not after STALE_S.
+IDLE_LINK_PROBE_S = 2.0
+
+
+def every_due(step: int, every: int) -> bool:
+    """Whether `step` is one of every `every` steps (never when `every` is 0)."""
+    return every > 0 and step % every == 0
 
 
 def probe(peer: Mailbox, estimator: BandwidthEstimator | LinkMeter, step: int) -> None:

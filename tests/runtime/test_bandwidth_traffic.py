@@ -173,6 +173,14 @@ def test_probes_give_the_latency_and_a_rate_where_no_peer_reports():
     assert meter.up_mbps(now=4.0) == 30.0
 
 
+def test_a_link_the_schedule_leaves_idle_is_probed_sooner():
+    meter = LinkMeter(stale_s=10.0)
+    meter.observe(250_000, 0.2, now=1.0)  # a probe's sample at t = 1 s
+    assert not meter.needs_probe(now=4.0)  # a link that carries training messages: 10 s
+    assert meter.needs_probe(now=4.0, stale_s=2.0)  # an idle link: 2 s
+    assert not meter.needs_probe(now=2.5, stale_s=2.0)
+
+
 def test_a_transfer_sample_must_count():
     with pytest.raises(
         ConfigError,
