@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from types import SimpleNamespace
 
 import pytest
+from table_fixtures import BATCH, small_table
 from tierprocs import free_port
 
 from hiertrain_edge.planning.schedule import Schedule
@@ -59,3 +62,28 @@ def test_device_alone_mirror_joins_own_units_with_the_edges(board):
     assert sorted(board.mirror["units"], key=int) == [str(u) for u in range(6)]
     assert sorted(board.mirror["opt"], key=int) == [str(u) for u in range(6)]
     assert board.pending_own is None
+
+
+def test_device_alone_refused_when_the_table_says_the_model_does_not_fit(board, caplog):
+    board.mirror = {"step": 0, "units": None, "opt": None}
+    table = small_table()
+    slots = list(table.slot_index)
+    slots[table.edge_down_slot] = -1  # nothing fits the board's memory alone
+    board.table = SimpleNamespace(table=dataclasses.replace(table, slot_index=tuple(slots)))
+    job = job_from_dict(JOB)
+    tier = TierSlice("device", job.spec(), job, job.the_schedule())
+    with caplog.at_level(logging.WARNING):
+        assert board._may_go_alone(job, tier) is False
+    assert "does not fit this board alone" in caplog.text
+
+
+def test_device_alone_schedule_is_the_tables_edge_unreachable_entry(board):
+    table = small_table()
+    alone = Schedule.parse("20:6:6,12:6:6")  # device-only, two groups (smaller activations)
+    schedules = (*table.schedules, alone)
+    slots = list(table.slot_index)
+    slots[table.edge_down_slot] = len(schedules) - 1
+    table = dataclasses.replace(table, schedules=schedules, slot_index=tuple(slots))
+    board.table = SimpleNamespace(table=table)
+    job = job_from_dict({**JOB, "batch_size": BATCH})
+    assert board._alone_schedule(job.spec(), job) == alone
