@@ -26,7 +26,7 @@ SETTINGS = {
     "batch_size": 48,
     "steps": STEPS,
     "optimizer": "sgd",
-    "lr": 0.005,
+    "lr": 0.001,
     "momentum": 0.5,
     "seed": 6,
     "checkpoint_every": 2,

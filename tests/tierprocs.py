@@ -23,6 +23,22 @@ def tier_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "hiertrain_edge", *args]
 
 
+def join_args(edge_at: str, data: Path, out: Path, *extra: str) -> tuple[str, ...]:
+    """`join` arguments: a board at `edge_at` (host:port) training on every sample of
+    `data`, writing under `out`."""
+    return (
+        "join",
+        edge_at,
+        "--data",
+        str(data),
+        "--test-fraction",
+        "0",
+        "--out",
+        str(out),
+        *extra,
+    )
+
+
 def tier_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a tier process: unbuffered output, one torch thread."""
     return {
@@ -42,6 +58,21 @@ def tier_process(
     return subprocess.Popen(
         tier_argv(*args), stdout=out, stderr=subprocess.STDOUT, env=tier_env(env)
     )
+
+
+def netns_starter(testbed, tmp_path: Path, env: dict[str, str]):
+    """A function that starts `hiertrain-edge ARGS` as tier TIER inside the testbed's
+    namespace of that name: one torch thread, keys made here, output in TIER.log."""
+    from hiertrain_edge.emulate.runner import make_keys
+
+    keys = make_keys(tmp_path / "keys", env)
+
+    def start(tier: str, *args: str) -> subprocess.Popen:
+        log = open(tmp_path / f"{tier}.log", "w")  # noqa: SIM115
+        argv = tier_argv(*args, "--threads", "1", *keys[tier])
+        return testbed.popen(tier, argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    return start
 
 
 def stop(proc: subprocess.Popen, timeout: float = 10) -> None:

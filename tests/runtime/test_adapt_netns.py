@@ -14,7 +14,6 @@ import json
 import math
 import random
 import statistics
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -23,11 +22,10 @@ import numpy as np
 import pytest
 import torch
 from adapt_models import INPUT_SHAPE, wide_cnn
-from tierprocs import stop, tier_argv, tier_env
+from tierprocs import join_args, netns_starter, stop, tier_env
 from torch import nn
 
 from hiertrain_edge.datasets import load_dataset, split
-from hiertrain_edge.emulate.runner import make_keys
 from hiertrain_edge.models import build_model
 from hiertrain_edge.planning.schedule import Schedule
 from hiertrain_edge.planning.table import ScheduleTable
@@ -138,13 +136,8 @@ def test_board_follows_a_tenfold_drop_and_holds_in_noise(tmp_path, netns_testbed
     )
     job_file = write_job_file(tmp_path / "job.toml", SETTINGS)
     env = tier_env()
-    keys = make_keys(tmp_path / "keys", env)
+    start = netns_starter(tb, tmp_path, env)
     report = tmp_path / "report.json"
-
-    def start(tier: str, *args: str) -> subprocess.Popen:
-        log = open(tmp_path / f"{tier}.log", "w")  # noqa: SIM115
-        argv = tier_argv(*args, "--threads", "1", *keys[tier])
-        return tb.popen(tier, argv, stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def set_rate(link: str, mbps: float) -> None:
         tb.set_rate(link, "up", mbps)
@@ -170,16 +163,9 @@ def test_board_follows_a_tenfold_drop_and_holds_in_noise(tmp_path, netns_testbed
     procs.append(
         start(
             "device",
-            "join",
-            f"{edge_at}:{EDGE_PORT}",
-            "--data",
-            str(data),
-            "--test-fraction",
-            "0",
-            "--out",
-            str(tmp_path / "device"),
-            "--report",
-            str(report),
+            *join_args(
+                f"{edge_at}:{EDGE_PORT}", data, tmp_path / "device", "--report", str(report)
+            ),
         )
     )
     stop_noise = threading.Event()

@@ -18,7 +18,7 @@ from degrade_checks import (
     check_cloud_lost_and_back,
     wait_for_checkpoints,
 )
-from tierprocs import free_port, stop, tier_process
+from tierprocs import free_port, join_args, stop, tier_process
 
 from hiertrain_edge.runtime.demo import write_job_file
 
@@ -58,16 +58,7 @@ def test_degrade_without_cloud_then_readmit(tmp_path, mnist):
         env=env,
     )
     board = tier_process(
-        "join",
-        f"127.0.0.1:{edge_port}",
-        "--data",
-        str(data),
-        "--test-fraction",
-        "0",
-        "--out",
-        str(tmp_path / "device"),
-        "--report",
-        str(report),
+        *join_args(f"127.0.0.1:{edge_port}", data, tmp_path / "device", "--report", str(report)),
         "--threads",
         "1",
         log=tmp_path / "device.log",

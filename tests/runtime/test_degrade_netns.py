@@ -4,7 +4,6 @@ link is back. Real TCP between three network namespaces, CurveZMQ on."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import numpy as np
@@ -16,9 +15,8 @@ from degrade_checks import (
     check_cloud_lost_and_back,
     wait_for_checkpoints,
 )
-from tierprocs import stop, tier_argv, tier_env
+from tierprocs import join_args, netns_starter, stop, tier_env
 
-from hiertrain_edge.emulate.runner import make_keys
 from hiertrain_edge.runtime.demo import write_job_file
 
 pytestmark = pytest.mark.netns
@@ -33,13 +31,8 @@ def test_link_cut_without_cloud_then_readmit(tmp_path, mnist, netns_testbed):
     np.savez(data, x=train.x.numpy(), y=train.y.numpy())
     job = write_job_file(tmp_path / "job.toml", SETTINGS)
     env = tier_env({"HIERTRAIN_EDGE_LIVENESS_S": str(LIVENESS_S)})
-    keys = make_keys(tmp_path / "keys", env)
+    start = netns_starter(tb, tmp_path, env)
     report = tmp_path / "report.json"
-
-    def start(tier: str, *args: str) -> subprocess.Popen:
-        log = open(tmp_path / f"{tier}.log", "w")  # noqa: SIM115
-        argv = tier_argv(*args, "--threads", "1", *keys[tier])
-        return tb.popen(tier, argv, stdout=log, stderr=subprocess.STDOUT, env=env)
 
     cloud_at = tb.address("cloud")
     cloud = start("cloud", "cloud", "--listen", f"tcp://{cloud_at}:{CLOUD_PORT}")
@@ -56,18 +49,9 @@ def test_link_cut_without_cloud_then_readmit(tmp_path, mnist, netns_testbed):
         "--out",
         str(tmp_path / "edge"),
     )
+    edge_at = f"{tb.address('edge')}:{EDGE_PORT}"
     board = start(
-        "device",
-        "join",
-        f"{tb.address('edge')}:{EDGE_PORT}",
-        "--data",
-        str(data),
-        "--test-fraction",
-        "0",
-        "--out",
-        str(tmp_path / "device"),
-        "--report",
-        str(report),
+        "device", *join_args(edge_at, data, tmp_path / "device", "--report", str(report))
     )
     try:
         deadline = time.monotonic() + 300

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tierprocs import free_port, stop, tier_process
+from tierprocs import free_port, join_args, stop, tier_process
 
 from hiertrain_edge.models import build_model
 from hiertrain_edge.planning.schedule import Schedule, device_only
@@ -30,7 +30,7 @@ SETTINGS = {
     "batch_size": 48,
     "steps": STEPS,
     "optimizer": "sgd",
-    "lr": 0.005,
+    "lr": 0.001,
     "momentum": 0.5,
     "seed": 6,
     "checkpoint_every": 4,
@@ -84,16 +84,7 @@ def _run_with_outage(tmp_path: Path, mnist, outage: str) -> dict:
     edge = tier_process(*edge_args, log=tmp_path / "edge.log", env=env)
     board_log = tmp_path / "device.log"
     board = tier_process(
-        "join",
-        f"127.0.0.1:{edge_port}",
-        "--data",
-        str(data),
-        "--test-fraction",
-        "0",
-        "--out",
-        str(tmp_path / "device"),
-        "--report",
-        str(report),
+        *join_args(f"127.0.0.1:{edge_port}", data, tmp_path / "device", "--report", str(report)),
         "--threads",
         "1",
         log=board_log,
