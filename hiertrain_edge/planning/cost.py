@@ -2,9 +2,13 @@
 order of work on serial resources (three tiers, four link directions).
 
 Every tier is one serial compute resource and every link direction one serial transfer
-resource. A message costs its sender `message_overhead_s / 2` of compute, then occupies
-its link for bytes / bandwidth, arrives one latency later, and costs its receiver the
-other half when the receiver gets to it. The order of work is the runtime's `_step`
+resource. A message of b bytes (payload and header) costs its sender `message_overhead_s / 2
++ wire_s_per_byte * b / 2` of compute (the profile's one-way costs, split evenly between
+the two ends), then occupies its link for b / bandwidth, arrives one latency later, and
+costs its receiver the other half, at its own profile's rates, when the receiver gets to
+it. The per-byte part is what encrypting, copying and pushing the bytes through the TCP
+stack costs the two tiers: an edge that relays a board's raw samples to the cloud pays it
+twice per byte, on a core that also computes. The order of work is the runtime's `_step`
 (runtime/device.py, edge.py, cloud.py):
 
     device: send `step`; for each offloaded group in dispatch order (cloud-bound first):
@@ -96,6 +100,7 @@ class TierCosts:
     ba: tuple[float, ...]
     bb: tuple[float, ...]
     message_s: float
+    wire_s_per_byte: float
     optimizer_s_per_byte: float
     copy_s_per_byte: float
     memory_budget_bytes: int
@@ -154,6 +159,7 @@ def tier_costs(profile: TierProfile, facts: ModelFacts) -> TierCosts:
         _prefix(ba),
         _prefix(bb),
         profile.message_overhead_s,
+        profile.wire_s_per_byte,
         profile.optimizer_s_per_byte,
         profile.copy_s_per_byte,
         profile.memory_budget_bytes,
@@ -281,11 +287,14 @@ class CostModel:
             if rec and end > start:
                 events.append(Event(res, float(start), float(end), label))
 
+        def half_cost(tier: TierCosts, nbytes: Any) -> Any:
+            """One end's share of a message's CPU cost: fixed plus per byte."""
+            return (tier.message_s + tier.wire_s_per_byte * (nbytes + HEADER_BYTES)) / 2
+
         def send(clock: Any, li: int, nbytes: Any, label: str) -> tuple[Any, Any]:
             """Sender pays half the message cost, the link carries it; returns the sender's
             new clock and the arrival time."""
-            half = src_of[li].message_s / 2
-            t = clock + half
+            t = clock + half_cost(src_of[li], nbytes)
             note(LINK_TIER[li], clock, t, f"send {label}")
             if bps[li] <= 0:
                 # A link that is down carries no data; a bare control message (`step`)
@@ -298,9 +307,11 @@ class CostModel:
             note(LINKS[li], start, end, label)
             return t, end + lat[li]
 
-        def recv(clock: Any, tier: TierCosts, arrival: Any, res: str, label: str) -> Any:
+        def recv(
+            clock: Any, tier: TierCosts, arrival: Any, nbytes: Any, res: str, label: str
+        ) -> Any:
             t = mx(clock, arrival)
-            end = t + tier.message_s / 2
+            end = t + half_cost(tier, nbytes)
             note(res, t, end, f"recv {label}")
             return end
 
@@ -308,6 +319,14 @@ class CostModel:
             end = clock + dur
             note(res, clock, end, label)
             return end
+
+        def fwd_bytes(n: Any, cut: int) -> Any:
+            """A `fwd` message: activations at the cut and the labels."""
+            return n * (self.act_bytes(cut) + LABEL_BYTES)
+
+        def bwd_bytes(n: Any, cut: int) -> Any:
+            """A `bwd` message: gradients at the cut, none at the raw input (cut 0)."""
+            return n * self.act_bytes(cut) if cut > 0 else 0
 
         groups = [_group(1, c) for c in cuts]
         loss = [g.loss_tier(N) for g in groups]
@@ -330,40 +349,37 @@ class CostModel:
             (c1, _), n = cuts[i], ns[i]
             if c1 > 0:
                 dev = work(dev, D.fwd(0, c1, n), "device", f"fwd g{i} [0,{c1})")
-            dev, arr_fwd[i] = send(dev, 0, n * (self.act_bytes(c1) + LABEL_BYTES), f"fwd g{i}")
+            dev, arr_fwd[i] = send(dev, 0, fwd_bytes(n, c1), f"fwd g{i}")
         for i in local:
             n = ns[i]
             dev = work(dev, D.fwd(0, N, n) + D.bwd(0, N, n), "device", f"train g{i} [0,{N})")
 
         # Edge, part 1: `step`, then each offloaded group as it arrives.
-        edge: Any = recv(0.0, E, arr_step, "edge", "step")
+        edge: Any = recv(0.0, E, arr_step, 0, "edge", "step")
         if uses_cloud:
             edge, arr_step_c = send(edge, 2, 0, "step")
         for i in order:
             (c1, c2), n = cuts[i], ns[i]
-            edge = recv(edge, E, arr_fwd[i], "edge", f"fwd g{i}")
+            edge = recv(edge, E, arr_fwd[i], fwd_bytes(n, c1), "edge", f"fwd g{i}")
             if loss[i] == "cloud":
                 if c2 > c1:
                     edge = work(edge, E.fwd(c1, c2, n), "edge", f"fwd g{i} [{c1},{c2})")
-                nbytes = n * (self.act_bytes(c2) + LABEL_BYTES)
-                edge, arr_fwd_c[i] = send(edge, 2, nbytes, f"fwd g{i}")
+                edge, arr_fwd_c[i] = send(edge, 2, fwd_bytes(n, c2), f"fwd g{i}")
             else:
                 dur = E.fwd(c1, N, n) + E.bwd(c1, N, n)
                 edge = work(edge, dur, "edge", f"train g{i} [{c1},{N})")
-                grad = n * self.act_bytes(c1) if c1 > 0 else 0
-                edge, arr_bwd_d[i] = send(edge, 1, grad, f"bwd g{i}")
+                edge, arr_bwd_d[i] = send(edge, 1, bwd_bytes(n, c1), f"bwd g{i}")
 
         # Cloud: each cloud-bound group to the loss and back, then its replicas.
         cloud: Any = 0.0
         if uses_cloud:
-            cloud = recv(cloud, C, arr_step_c, "cloud", "step")
+            cloud = recv(cloud, C, arr_step_c, 0, "cloud", "step")
         for i in cloud_ids:
             (_, c2), n = cuts[i], ns[i]
-            cloud = recv(cloud, C, arr_fwd_c[i], "cloud", f"fwd g{i}")
+            cloud = recv(cloud, C, arr_fwd_c[i], fwd_bytes(n, c2), "cloud", f"fwd g{i}")
             dur = C.fwd(c2, N, n) + C.bwd(c2, N, n)
             cloud = work(cloud, dur, "cloud", f"train g{i} [{c2},{N})")
-            grad = n * self.act_bytes(c2) if c2 > 0 else 0
-            cloud, arr_bwd_e[i] = send(cloud, 3, grad, f"bwd g{i}")
+            cloud, arr_bwd_e[i] = send(cloud, 3, bwd_bytes(n, c2), f"bwd g{i}")
         if rep_c:
             cloud, arr_grads_c = send(cloud, 3, rep["grads_bytes"]["cloud"], "grads")
         if uses_cloud:
@@ -373,16 +389,15 @@ class CostModel:
         # Edge, part 2: cloud gradients back down through the edge slices.
         for i in cloud_ids:
             (c1, c2), n = cuts[i], ns[i]
-            edge = recv(edge, E, arr_bwd_e[i], "edge", f"bwd g{i}")
+            edge = recv(edge, E, arr_bwd_e[i], bwd_bytes(n, c2), "edge", f"bwd g{i}")
             if c2 > c1:
                 edge = work(edge, E.bwd(c1, c2, n), "edge", f"bwd g{i} [{c1},{c2})")
-            grad = n * self.act_bytes(c1) if c1 > 0 else 0
-            edge, arr_bwd_d[i] = send(edge, 1, grad, f"bwd g{i}")
+            edge, arr_bwd_d[i] = send(edge, 1, bwd_bytes(n, c1), f"bwd g{i}")
 
         # Device, part 2: finish the offloaded groups' backward, send replica grads.
         for i in order:
             (c1, _), n = cuts[i], ns[i]
-            dev = recv(dev, D, arr_bwd_d[i], "device", f"bwd g{i}")
+            dev = recv(dev, D, arr_bwd_d[i], bwd_bytes(n, c1), "device", f"bwd g{i}")
             if c1 > 0:
                 dev = work(dev, D.bwd(0, c1, n), "device", f"bwd g{i} [0,{c1})")
         if rep_d:
@@ -392,9 +407,9 @@ class CostModel:
 
         # Edge, part 3: sum the replicas, step, send the weights back.
         if rep_d:
-            edge = recv(edge, E, arr_grads_d, "edge", "grads")
+            edge = recv(edge, E, arr_grads_d, rep["grads_bytes"]["device"], "edge", "grads")
         if rep_c:
-            edge = recv(edge, E, arr_grads_c, "edge", "grads")
+            edge = recv(edge, E, arr_grads_c, rep["grads_bytes"]["cloud"], "edge", "grads")
         rep_bytes = rep["grads_bytes"]["device"] + rep["grads_bytes"]["cloud"]
         opt = (
             E.copy_s_per_byte * rep_bytes
@@ -408,10 +423,10 @@ class CostModel:
 
         # Device and cloud load the new weights of their replicas.
         if rep_d:
-            dev = recv(dev, D, arr_w_d, "device", "weights")
+            dev = recv(dev, D, arr_w_d, rep["weights_bytes"]["device"], "device", "weights")
             dev = work(dev, D.copy_s_per_byte * rep["weights_bytes"]["device"], "device", "load")
         if rep_c:
-            cloud = recv(cloud, C, arr_w_c, "cloud", "weights")
+            cloud = recv(cloud, C, arr_w_c, rep["weights_bytes"]["cloud"], "cloud", "weights")
             cloud = work(cloud, C.copy_s_per_byte * rep["weights_bytes"]["cloud"], "cloud", "load")
         return mx(mx(dev, edge), cloud)
 

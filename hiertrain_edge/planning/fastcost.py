@@ -44,6 +44,7 @@ class _Tier:
     ba: np.ndarray
     bb: np.ndarray
     half_s: float  # half the per-message cost: paid by the sender, and by the receiver
+    wire_half_s_per_byte: float  # half the per-byte message cost, likewise
     opt_s_per_byte: float
     copy_s_per_byte: float
     budget_bytes: int
@@ -60,6 +61,10 @@ class _Tier:
     def per_byte(self, s_per_byte: float, nbytes):
         return s_per_byte * nbytes
 
+    def half_cost(self, nbytes):
+        """One end's share of a message's CPU cost (cost.py's half_cost)."""
+        return self.half_s + self.wire_half_s_per_byte * (nbytes + HEADER_BYTES)
+
 
 class FastCost:
     """Vectorised step time and memory check of one CostModel (same links, same tiers)."""
@@ -75,6 +80,7 @@ class FastCost:
                 np.array(t.ba),
                 np.array(t.bb),
                 t.message_s / 2,
+                t.wire_s_per_byte / 2,
                 t.optimizer_s_per_byte,
                 t.copy_s_per_byte,
                 t.memory_budget_bytes,
@@ -175,8 +181,8 @@ class FastCost:
             `nbytes`, or `nbytes(*args)` when arguments are given (computed only if sent)."""
             if on is False:
                 return clock, clock  # no message: the arrival is never read
-            t = clock + self.tiers[self.src[li]].half_s
             nbytes = nbytes(*args) if args else nbytes
+            t = clock + self.tiers[self.src[li]].half_cost(nbytes)
             if bps[li] <= 0:
                 # cost.py: only a bare control message (0 bytes) crosses a down link.
                 arrival = np.where(np.asarray(nbytes) == 0, t + lat[li], math.inf)
@@ -187,10 +193,12 @@ class FastCost:
                 arrival = end + lat[li]
             return (t if on is True else np.where(on, t, clock)), arrival
 
-        def recv(clock, tier, arrival, on):
+        def recv(clock, tier, arrival, on, nbytes, *args):
+            """The receiver's clock after taking a message of `nbytes` (or `nbytes(*args)`)."""
             if on is False:
                 return clock
-            end = np.maximum(clock, arrival) + tier.half_s
+            nbytes = nbytes(*args) if args else nbytes
+            end = np.maximum(clock, arrival) + tier.half_cost(nbytes)
             return end if on is True else np.where(on, end, clock)
 
         def work(clock, on, dur, *args):
@@ -216,21 +224,21 @@ class FastCost:
             dev = work(dev, lo[i], D.train, 0, N, n)
 
         # Edge, part 1: `step`, then each offloaded group as it arrives.
-        edge = recv(zero, E, arr_step, True)
+        edge = recv(zero, E, arr_step, True, 0)
         edge, arr_step_c = send(edge, 2, uses_cloud, 0)
         for i in range(G):
             a, b, n = a_col[i], b_col[i], ns[i]
-            edge = recv(edge, E, arr_fwd[i], off[i])
+            edge = recv(edge, E, arr_fwd[i], off[i], self._fwd_bytes, n, a)
             edge = work(edge, cl[i], E.fwd, a, b, n)
             edge, arr_fwd_c[i] = send(edge, 2, cl[i], self._fwd_bytes, n, b)
             edge = work(edge, ed[i], E.train, a, N, n)
             edge, arr_bwd_d[i] = send(edge, 1, ed[i], self._bwd_bytes, n, a)
 
         # Cloud: each cloud-bound group to the loss and back, then its replicas.
-        cloud = recv(zero, C, arr_step_c, uses_cloud)
+        cloud = recv(zero, C, arr_step_c, uses_cloud, 0)
         for i in range(G):
             b, n = b_col[i], ns[i]
-            cloud = recv(cloud, C, arr_fwd_c[i], cl[i])
+            cloud = recv(cloud, C, arr_fwd_c[i], cl[i], self._fwd_bytes, n, b)
             cloud = work(cloud, cl[i], C.train, b, N, n)
             cloud, arr_bwd_e[i] = send(cloud, 3, cl[i], self._bwd_bytes, n, b)
         cloud, arr_grads_c = send(cloud, 3, rep_c, grads_c)
@@ -239,7 +247,7 @@ class FastCost:
         # Edge, part 2: cloud gradients back down through the edge slices.
         for i in range(G):
             a, b, n = a_col[i], b_col[i], ns[i]
-            edge = recv(edge, E, arr_bwd_e[i], cl[i])
+            edge = recv(edge, E, arr_bwd_e[i], cl[i], self._bwd_bytes, n, b)
             edge = work(edge, cl[i], E.bwd, a, b, n)
             edge, arr = send(edge, 1, cl[i], self._bwd_bytes, n, a)
             if cl[i] is not False:
@@ -248,23 +256,23 @@ class FastCost:
         # Device, part 2: finish the offloaded groups' backward, send replica grads.
         for i in range(G):
             a, n = a_col[i], ns[i]
-            dev = recv(dev, D, arr_bwd_d[i], off[i])
+            dev = recv(dev, D, arr_bwd_d[i], off[i], self._bwd_bytes, n, a)
             dev = work(dev, off[i], D.bwd, 0, a, n)
         dev, arr_grads_d = send(dev, 0, rep_d, grads_d)
         dev = dev + D.opt_s_per_byte * rep["owned"][0][:, None]
 
         # Edge, part 3: sum the replicas, step, send the weights back.
-        edge = recv(edge, E, arr_grads_d, rep_d)
-        edge = recv(edge, E, arr_grads_c, rep_c)
+        edge = recv(edge, E, arr_grads_d, rep_d, grads_d)
+        edge = recv(edge, E, arr_grads_c, rep_c, grads_c)
         rep_bytes = grads_d + grads_c
         edge = edge + (E.copy_s_per_byte * rep_bytes + E.opt_s_per_byte * rep["owned"][1][:, None])
         edge, arr_w_d = send(edge, 1, rep_d, grads_d)
         edge, arr_w_c = send(edge, 2, rep_c, grads_c)
 
         # Device and cloud load the new weights of their replicas.
-        dev = recv(dev, D, arr_w_d, rep_d)
+        dev = recv(dev, D, arr_w_d, rep_d, grads_d)
         dev = work(dev, rep_d, D.per_byte, D.copy_s_per_byte, grads_d)
-        cloud = recv(cloud, C, arr_w_c, rep_c)
+        cloud = recv(cloud, C, arr_w_c, rep_c, grads_c)
         cloud = work(cloud, rep_c, C.per_byte, C.copy_s_per_byte, grads_c)
         return np.maximum(np.maximum(dev, edge), cloud)
 

@@ -37,6 +37,8 @@ CHAIN_REPEATS = 5  # timed runs of the whole model per n, at least (see calibrat
 CHAIN_BLOCK_S = 0.1
 BYTES_PROBE = 4 << 20  # 4 MiB tensors for the per-byte costs
 MESSAGE_PINGS = 200
+WIRE_PROBE_BYTES = 1 << 20  # one large message: 1 MiB
+WIRE_SENDS = 20
 HEADER_BYTES = 160  # msgpack header of a typical runtime message, measured on codec.encode
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CPU_SHARE_ENV = "HIERTRAIN_EDGE_CPU_SHARE"  # cores this tier may use, e.g. 0.25
@@ -418,6 +420,49 @@ def message_overhead_s(pings: int = MESSAGE_PINGS) -> float:
         router.close(linger=0)
 
 
+def wire_s_per_byte(nbytes: int = WIRE_PROBE_BYTES, sends: int = WIRE_SENDS) -> float:
+    """CPU seconds per byte of a large message, one way, sender and receiver together, as
+    the runtime's links carry it: a ZeroMQ DEALER to a ROUTER on TCP loopback encrypted with
+    CurveZMQ (the runtime's default), a copy of the tensor sent (the runtime sends copies),
+    less a small message's cost (message_overhead_s has that).
+
+    Process CPU time, not wall time: ZeroMQ's I/O thread encrypts and decrypts beside the
+    sending thread. A tier's own CPU time at full speed, like message_overhead_s.
+    """
+    import zmq
+
+    if not zmq.has("curve"):
+        log.warning("this libzmq has no CurveZMQ: wire cost measured without encryption")
+    ctx = zmq.Context()
+    router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    try:
+        if zmq.has("curve"):
+            server_pub, server_sec = zmq.curve_keypair()
+            client_pub, client_sec = zmq.curve_keypair()
+            router.curve_server = True
+            router.curve_secretkey, router.curve_publickey = server_sec, server_pub
+            dealer.curve_serverkey = server_pub
+            dealer.curve_publickey, dealer.curve_secretkey = client_pub, client_sec
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        dealer.connect(f"tcp://127.0.0.1:{port}")
+        big, small = torch.zeros(nbytes // 4), torch.zeros(16)
+
+        def one_way(t: torch.Tensor) -> float:
+            t0 = time.process_time()
+            for _ in range(sends):
+                dealer.send_multipart([b"h" * 64, t.clone().numpy()], copy=False)
+                _, _, body = router.recv_multipart(copy=False)
+                torch.from_numpy(np.frombuffer(body.buffer, dtype=np.float32))
+            return (time.process_time() - t0) / sends
+
+        one_way(small), one_way(big)  # warm-up: the handshake, buffers
+        return max(0.0, one_way(big) - one_way(small)) / nbytes
+    finally:
+        dealer.close(linger=0)
+        router.close(linger=0)
+        ctx.term()
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -470,6 +515,7 @@ def measure_profile(
     optimizer_s = optimizer_s_per_byte(repeats, clock)
     copy_s = copy_s_per_byte(repeats, clock)
     msg_s = message_overhead_s() if message_s is None else message_s
+    wire_s = wire_s_per_byte()
     host = socket.gethostname()
     profile = TierProfile(
         name=name or f"{host}-{spec.name}",
@@ -496,6 +542,7 @@ def measure_profile(
         message_overhead_s=msg_s,
         optimizer_s_per_byte=optimizer_s,
         copy_s_per_byte=copy_s,
+        wire_s_per_byte=wire_s,
         model=spec.name,
         batch_size=batch_size,
         units=units,

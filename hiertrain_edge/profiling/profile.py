@@ -110,6 +110,12 @@ class TierProfile(BaseModel):
     message_overhead_s: float = Field(ge=0, description="fixed CPU cost of one message, one way")
     optimizer_s_per_byte: float = Field(ge=0, description="optimizer step per parameter byte")
     copy_s_per_byte: float = Field(ge=0, description="adding or copying one tensor byte")
+    wire_s_per_byte: float = Field(
+        0.0,
+        ge=0,
+        description="CPU cost of one byte a message carries, one way (sender and receiver "
+        "together), on top of message_overhead_s: encryption, copies, the TCP stack",
+    )
     model: str | None = Field(None, description="the model a measured profile was taken on")
     batch_size: int | None = Field(None, ge=1, description="the largest n measured")
     units: list[UnitProfile] | None = None

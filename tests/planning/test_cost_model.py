@@ -80,3 +80,27 @@ def test_cost_memory_counts_saved_activations_per_group(model):
     assert mem4["device"] - mem1["device"] == 3 * (saved[0] + saved[1])
     assert mem4["edge"] - mem1["edge"] == 3 * (saved[2] + saved[3])
     assert mem4["cloud"] == mem1["cloud"]
+
+
+def test_cost_message_bytes_cost_both_ends_wire_s_per_byte_each_half():
+    """A message of b bytes costs its sender and its receiver (message_s + wire_s_per_byte
+    * b) / 2 each: an edge that relays the board's samples to the cloud pays per byte twice."""
+    m = CostModel.build(tiny_spec(), three_profiles(wire=True), Links.symmetric(10, 100))
+    D, E, C = (m.tiers[t] for t in ("device", "edge", "cloud"))
+    assert (D.wire_s_per_byte, E.wire_s_per_byte, C.wire_s_per_byte) == (4e-8, 1e-8, 1e-8)
+    n = 8
+    raw = n * (m.facts.input_bytes + 8) + HEADER_BYTES  # the `fwd` of raw samples
+    _, events = m.timeline(Schedule.parse("8:0:0"))  # cloud-only: the edge relays
+    span = {(e.resource, e.label): e.end_s - e.start_s for e in events}
+    assert span[("device", "send fwd g0")] == pytest.approx((D.message_s + 4e-8 * raw) / 2)
+    assert span[("edge", "recv fwd g0")] == pytest.approx((E.message_s + 1e-8 * raw) / 2)
+    assert span[("edge", "send fwd g0")] == pytest.approx((E.message_s + 1e-8 * raw) / 2)
+    assert span[("cloud", "recv fwd g0")] == pytest.approx((C.message_s + 1e-8 * raw) / 2)
+    # the edge's whole step: six messages (step, fwd, bwd of no bytes at cut 0, each taken
+    # and passed on), the fwd's bytes twice, five headers besides
+    edge_busy = sum(e.end_s - e.start_s for e in events if e.resource == "edge")
+    assert edge_busy == pytest.approx(3 * E.message_s + 1e-8 * (raw + 2 * HEADER_BYTES))
+    # and the step is longer than without the per-byte cost by at least the relay's
+    plain = CostModel.build(tiny_spec(), three_profiles(), Links.symmetric(10, 100))
+    extra = m.predict(Schedule.parse("8:0:0")) - plain.predict(Schedule.parse("8:0:0"))
+    assert extra >= 1e-8 * raw + 4e-8 * raw / 2

@@ -63,14 +63,22 @@ def fast_predict(fast: FastCost, schedule: Schedule) -> tuple[float, bool]:
         (VGG11_FACTS, "real"),
         (model_facts(tiny_spec()), "test"),
         (model_facts(tiny_spec()), "tight"),
+        (SMALL_FACTS, "real-wire"),
+        (model_facts(tiny_spec()), "test-wire"),
     ],
-    ids=["small_cnn", "vgg11", "tiny4", "tiny4-tight-memory"],
+    ids=["small_cnn", "vgg11", "tiny4", "tiny4-tight-memory", "small_cnn-wire", "tiny4-wire"],
 )
 def test_fastcost_equals_cost_model_on_random_schedules(facts, profiles):
-    if profiles == "real":
+    if profiles.startswith("real"):
         profs = real_profiles()
+        if profiles == "real-wire":  # per-byte message costs, the board's the largest
+            profs = {
+                t: p.model_copy(update={"wire_s_per_byte": w})
+                for (t, p), w in zip(profs.items(), (3e-8, 8e-9, 5e-9), strict=True)
+            }
     else:
-        profs = three_profiles(memory=10**9 if profiles == "test" else 60_000)
+        memory = 60_000 if profiles == "tight" else 10**9
+        profs = three_profiles(memory=memory, wire=profiles == "test-wire")
     rng = random.Random(hash(facts.name) % 1000)
     checked = infinite = unfit = 0
     for links in LINKS:
