@@ -61,7 +61,12 @@ MIN_BURST_BYTES = 4 * 1514
 BURST_S = 0.004
 QUEUE_S = 0.05
 MAX_RATE_MBPS = 100_000.0
-CFS_PERIOD_US = 100_000
+# A CPU share emulates a slower processor only over spans longer than the cfs period:
+# within a period a tier runs at the host's full speed until its quota is spent. With
+# 100 ms a quarter-core board ran any burst of up to 25 ms (a forward pass, a send) four
+# times faster than the board it stands for, and its steps alternated between full-speed
+# and throttled lengths; 10 ms keeps such bursts under 2.5 ms.
+CFS_PERIOD_US = 10_000
 STOP_TIMEOUT_S = 5.0
 
 
