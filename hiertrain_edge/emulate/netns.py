@@ -60,6 +60,12 @@ _NAME_RE = re.compile(rf"^{PREFIX}([0-9a-f]{{4}})-")
 MIN_BURST_BYTES = 4 * 1514
 BURST_S = 0.004
 QUEUE_S = 0.05
+# ...and never less than this: TCP puts a whole message of a step (33 KB of small_cnn
+# activations for 64 samples) into the queue at once after the link was idle, and a
+# 50 ms queue at 2 Mbit/s (12.5 KB) dropped the rest: 99 drops in 40 s, retransmission
+# timeouts, steps of 1.4 s where the link carries the message in 0.13 s. An access
+# link's modem buffers far more than 50 ms of its uplink.
+MIN_QUEUE_BYTES = 256 * 1024
 MAX_RATE_MBPS = 100_000.0
 # A CPU share emulates a slower processor only over spans longer than the cfs period:
 # within a period a tier runs at the host's full speed until its quota is spent. With
@@ -405,7 +411,7 @@ class Testbed:
         tier = self._sender(link, direction)
         rate_bytes_s = mbps * 1e6 / 8
         burst = max(MIN_BURST_BYTES, int(rate_bytes_s * BURST_S))
-        limit = burst + int(rate_bytes_s * QUEUE_S)
+        limit = burst + max(MIN_QUEUE_BYTES, int(rate_bytes_s * QUEUE_S))
         verb = "add" if create else "change"
         _run(
             [

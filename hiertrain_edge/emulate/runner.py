@@ -46,6 +46,10 @@ LOG_TAIL_LINES = 8
 # The edge logs this when a job's first step is about to run (runtime/edge.py), after the
 # tiers profiled themselves and the table was built: the origin of changes_from="training".
 TRAINING_STARTED_RE = re.compile(r"job \w+ started with ")
+# ...and the board logs this when it has taken the job and built its units (runtime/
+# device.py), right before its first step of a fixed schedule: a quarter-core board does
+# that 4-5 s after the edge's line, so the clock waits for both.
+BOARD_TRAINS_RE = re.compile(r"job \w+: model \S+, steps ")
 # A tier held below STARTUP_CPUS starts with that much and gets its share once its log shows
 # it up (imports and data loading of a quarter-core board take ~10 s and are no step's
 # cost); what it logs then, per tier (runtime/device.py, edge.py, cloud.py).
@@ -315,7 +319,11 @@ def run_scenario(
                 now = time.monotonic() - started
                 for tier in [t for t in throttled_later if _logged(out / f"{t}.log", UP_RE[t])]:
                     testbed.set_cpus(tier, throttled_later.pop(tier))
-                if origin is None and _logged(out / "edge.log", TRAINING_STARTED_RE):
+                if (
+                    origin is None
+                    and _logged(out / "edge.log", TRAINING_STARTED_RE)
+                    and _logged(out / "device.log", BOARD_TRAINS_RE)
+                ):
                     origin = now
                 while origin is not None and pending and pending[0].at_s <= now - origin:
                     change = pending.pop(0)

@@ -15,7 +15,8 @@ A scenario file is TOML:
     schedule = "planned"                 # planned | device | edge | cloud | "n:c1:c2,..."
     secure = true                        # CurveZMQ with fresh keys; false: --insecure
     changes_from = "board"               # at_s counts from the board's start, or from
-                                         # "training": the edge's "job ... started"
+                                         # "training": the edge's "job ... started" and
+                                         # the board's "job ...: model ..." lines
 
     [tiers.device]                       # cpus: a CPU share (0.25 = a quarter of a core)
     cpus = 0.25
@@ -112,7 +113,8 @@ class RunSettings(BaseModel):
     data: str | None = None
     test_fraction: float = Field(0.2, ge=0, lt=1)
     # Where the changes' at_s count from: the board's start, or the start of training
-    # (after the tiers have profiled themselves and the edge has built its table), so
+    # (after the tiers have profiled themselves, the edge has built its table and the
+    # board has built its units), so
     # that a planned run and a fixed-schedule run see the same rates at the same step.
     changes_from: Literal["board", "training"] = "board"
 
