@@ -61,6 +61,7 @@ import json
 import logging
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -327,6 +328,7 @@ def run_one(scenario: Scenario, choice: str, flag: str, out: Path) -> dict[str, 
         "timeline_origin_s": result.timeline_origin_s,
         "rate_log": result.rate_log,
         "iterations": report.get("iterations", []),
+        "step_offsets": step_offsets(out, report.get("iterations", [])),
         "schedule_changes": report.get("schedule_changes", []),
         "report_schedule": report.get("schedule"),
     }
@@ -365,11 +367,59 @@ def known_schedules(row: dict[str, Any]) -> dict[str, Schedule]:
     return known
 
 
+_STAMP = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) "
+# runtime/device.py's Progress line, logged when a step ends: "step 25/198 loss ..."
+PROGRESS_RE = re.compile(_STAMP + r"INFO \[device step \d+\] \S+: step (\d+)/\d+ loss ", re.M)
+STARTED_RE = re.compile(_STAMP + r".*" + runner.TRAINING_STARTED_RE.pattern, re.M)
+BOARD_RE = re.compile(_STAMP + r".*" + runner.BOARD_TRAINS_RE.pattern, re.M)
+
+
+def _stamp_s(text: str) -> float:
+    return time.mktime(time.strptime(text[:19], "%Y-%m-%d %H:%M:%S")) + int(text[20:]) / 1000
+
+
+def step_offsets(run_dir: Path, iterations: list[dict[str, Any]]) -> list[list[float]]:
+    """[steps done, seconds] pairs: how much later than the sum of the earlier steps'
+    measured_s each logged step ended, on the changes' clock (which starts when the
+    edge's "job started" and the board's "job ...: model" lines are both logged).
+
+    The runner's clock used to start at the edge's line alone, 4.6-5.4 s before a
+    quarter-core board's first step, so steps counted from the clock's start landed a
+    whole 4 s cell early; the board still runs a little after its line (step 0 may wait
+    for the table in a planned run) and some time passes between steps outside
+    measured_s, which these offsets take out.
+    """
+    try:
+        edge = (run_dir / "edge.log").read_text(errors="replace")
+        board = (run_dir / "device.log").read_text(errors="replace")
+    except OSError:
+        return []
+    started, joined = STARTED_RE.search(edge), BOARD_RE.search(board)
+    if started is None or joined is None:
+        return []
+    origin = max(_stamp_s(started.group(1)), _stamp_s(joined.group(1)))
+    ends = [0.0]
+    for it in iterations:
+        ends.append(ends[-1] + it["measured_s"])
+    out = []
+    for m in PROGRESS_RE.finditer(board):
+        done = int(m.group(2))
+        if done < len(ends):
+            out.append([done, round(_stamp_s(m.group(1)) - origin - ends[done], 3)])
+    return out
+
+
 def step_windows(row: dict[str, Any]) -> list[tuple[float, float, dict[str, Any]]]:
-    """(start, end, iteration) per step, in seconds on the changes' clock."""
-    t, out = 0.0, []
-    for it in row.get("iterations", []):
-        out.append((t, t + it["measured_s"], it))
+    """(start, end, iteration) per step, in seconds on the changes' clock: the sum of the
+    earlier steps' measured_s, moved by the offset of the next logged step end (the last
+    one after it)."""
+    marks = row.get("step_offsets") or [[0, 0.0]]
+    t, out, j = 0.0, [], 0
+    for k, it in enumerate(row.get("iterations", [])):
+        while j + 1 < len(marks) and marks[j][0] < k + 1:
+            j += 1
+        shift = marks[j][1]
+        out.append((t + shift, t + shift + it["measured_s"], it))
         t += it["measured_s"]
     return out
 
@@ -377,9 +427,10 @@ def step_windows(row: dict[str, Any]) -> list[tuple[float, float, dict[str, Any]
 def split_by_cell(
     row: dict[str, Any], windows: list[tuple[str, float, float]]
 ) -> dict[str, list[dict[str, Any]]]:
-    """The steps of a sweep run that ran wholly inside each cell's window (after GUARD_S)."""
+    """The steps of a sweep run that ran wholly inside each cell's window (after GUARD_S);
+    never the first step (connections, the step-0 snapshot, first-touch allocations)."""
     out: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in windows}
-    for start, end, it in step_windows(row):
+    for start, end, it in step_windows(row)[1:]:
         for name, lo, hi in windows:
             if start >= lo + GUARD_S and end <= hi:
                 out[name].append(it)
