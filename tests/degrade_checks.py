@@ -7,26 +7,24 @@ import time
 from pathlib import Path
 
 import torch
-from tierprocs import regrouping_noise
 
 from hiertrain_edge.planning.schedule import Schedule
 from hiertrain_edge.runtime.checkpoint import load_model_file
 from hiertrain_edge.runtime.job import job_from_dict
 from hiertrain_edge.runtime.reference import train_reference
 
-STEPS = 160
-NOISE_FLOOR = 2e-6  # the run must not be chaotic (see regrouping_noise)
+STEPS = 480  # enough that the cloud comes back before the end where steps are fast
 LIVENESS_S = 3.0
 SILENT_S = 2 * LIVENESS_S  # the cloud stays out of reach well past the bound
 
 # Two groups: one runs units 2..3 on the edge and the rest on the cloud, one stays whole
-# on the board; the settings are calm enough that regrouping does not amplify rounding.
+# on the board.
 SETTINGS = {
     "model": "small_cnn",
     "batch_size": 48,
     "steps": STEPS,
     "optimizer": "sgd",
-    "lr": 0.001,
+    "lr": 0.005,
     "momentum": 0.5,
     "seed": 6,
     "checkpoint_every": 2,
@@ -54,10 +52,10 @@ def check_cloud_lost_and_back(out: Path, train, report: Path) -> None:
     assert [c["to"] for c in run["schedule_changes"]][-1] == with_cloud
     assert len(ids) == STEPS  # no step lost, none repeated in the record
 
-    assert regrouping_noise(SETTINGS, train, STEPS, [24, 24]) < NOISE_FLOOR
     hybrid = load_model_file(out / "device" / "model.pt")
     torch.set_num_threads(1)
-    reference = train_reference(job_from_dict(SETTINGS), train, STEPS).state_dict()
+    # The run's two groups stayed the same throughout (only their tiers changed).
+    reference = train_reference(job_from_dict(SETTINGS), train, STEPS, [24, 24]).state_dict()
     for key, want in reference.items():
         err = float((hybrid["state"][key] - want).norm() / want.norm())
         assert err <= 1e-5, f"{key}: relative error {err:.2e}"

@@ -83,18 +83,3 @@ def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def regrouping_noise(settings: dict, train, steps: int, group_sizes: list[int]) -> float:
-    """How far two single-process runs drift apart when they only group the batch
-    differently: the floor for comparing a hybrid run with a single-process one."""
-    import torch
-
-    from hiertrain_edge.runtime.job import job_from_dict
-    from hiertrain_edge.runtime.reference import train_reference
-
-    torch.set_num_threads(1)
-    job = job_from_dict(settings)
-    whole = train_reference(job, train, steps).state_dict()
-    grouped = train_reference(job, train, steps, group_sizes).state_dict()
-    return max(float((whole[k] - grouped[k]).norm() / whole[k].norm()) for k in whole)

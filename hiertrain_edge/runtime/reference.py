@@ -13,13 +13,16 @@ from hiertrain_edge.runtime.slices import make_optimizer
 
 
 def train_reference(
-    job: Job, train: Dataset, steps: int, group_sizes: list[int] | None = None
+    job: Job,
+    train: Dataset,
+    steps: int,
+    group_sizes: list[int] | dict[int, list[int]] | None = None,
 ) -> nn.Sequential:
     """Train the whole model in one process on the same batches the board draws.
 
-    With `group_sizes`, each step runs the groups as separate micro-batches (their loss
-    summed and divided by the batch size), which is what the tiers compute for models
-    with batch statistics; without, the whole batch goes through at once.
+    With `group_sizes` (one list for every step, or a list per step), each step runs the
+    groups as separate micro-batches (their loss summed and divided by the batch size),
+    which is what the tiers compute; without, the whole batch goes through at once.
     """
     spec = job.spec()
     model = build_model(spec, job.seed)
@@ -27,11 +30,11 @@ def train_reference(
     optimizer = make_optimizer(job, list(model.parameters()))
     order = BatchOrder(len(train), job.batch_size, job.seed)
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    sizes = group_sizes or [job.batch_size]
     for step in range(steps):
         idx = order.indices(step)
+        sizes = group_sizes[step] if isinstance(group_sizes, dict) else group_sizes
         optimizer.zero_grad(set_to_none=True)
-        for part in idx.split(sizes):
+        for part in idx.split(sizes or [job.batch_size]):
             loss = loss_fn(model(train.x[part]), train.y[part]) / job.batch_size
             loss.backward()
         optimizer.step()

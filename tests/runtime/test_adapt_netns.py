@@ -23,17 +23,14 @@ import pytest
 import torch
 from adapt_models import INPUT_SHAPE, wide_cnn
 from tierprocs import join_args, netns_starter, stop, tier_env
-from torch import nn
 
 from hiertrain_edge.datasets import load_dataset, split
-from hiertrain_edge.models import build_model
 from hiertrain_edge.planning.schedule import Schedule
 from hiertrain_edge.planning.table import ScheduleTable
-from hiertrain_edge.runtime.batches import BatchOrder
 from hiertrain_edge.runtime.checkpoint import load_checkpoint, load_model_file
 from hiertrain_edge.runtime.demo import write_job_file
-from hiertrain_edge.runtime.job import Job, job_from_dict
-from hiertrain_edge.runtime.slices import make_optimizer
+from hiertrain_edge.runtime.job import job_from_dict
+from hiertrain_edge.runtime.reference import train_reference
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -96,24 +93,6 @@ def wait_for(path: Path, deadline: float, procs: list, step: int | None = None) 
             if step is None or load_checkpoint(path)["step"] >= step:
                 return
         time.sleep(0.02)
-
-
-def train_per_step(job: Job, train, schedules: list[Schedule]) -> nn.Sequential:
-    """One process, the board's batches, each step's samples in that step's groups
-    (runtime/reference.py's train_reference with group sizes that change per step)."""
-    model = build_model(job.spec(), job.seed)
-    model.train()
-    optimizer = make_optimizer(job, list(model.parameters()))
-    order = BatchOrder(len(train), job.batch_size, job.seed)
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    for step, schedule in enumerate(schedules):
-        idx = order.indices(step)
-        optimizer.zero_grad(set_to_none=True)
-        for part in idx.split([g.n for g in schedule.groups]):
-            loss = loss_fn(model(train.x[part]), train.y[part]) / job.batch_size
-            loss.backward()
-        optimizer.step()
-    return model
 
 
 @pytest.mark.parametrize("dropping", ["de", "ec"])
@@ -248,7 +227,8 @@ def test_board_follows_a_tenfold_drop_and_holds_in_noise(tmp_path, netns_testbed
     train, _ = split(load_dataset(data), 0.0)
     torch.set_num_threads(1)
     schedules = [Schedule.from_dict(by_id[i]) for i in ids]
-    reference = train_per_step(job_from_dict(SETTINGS), train, schedules).state_dict()
+    sizes = {step: [g.n for g in s.groups] for step, s in enumerate(schedules)}
+    reference = train_reference(job_from_dict(SETTINGS), train, len(sizes), sizes).state_dict()
     hybrid = load_model_file(tmp_path / "device" / "model.pt")
     for key, want_t in reference.items():
         err = float((hybrid["state"][key] - want_t).norm() / want_t.norm())

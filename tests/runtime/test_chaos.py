@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from tierprocs import free_port, join_args, regrouping_noise, stop, tier_process
+from tierprocs import free_port, join_args, stop, tier_process
 
 from hiertrain_edge.runtime.checkpoint import load_model_file
 from hiertrain_edge.runtime.demo import write_job_file
@@ -19,7 +19,6 @@ from hiertrain_edge.runtime.reference import train_reference
 
 KILLS = 20
 STEPS = 120
-NOISE_FLOOR = 2e-6  # the run must not be chaotic (see regrouping_noise)
 REL_TOL = 1e-5
 
 
@@ -35,14 +34,12 @@ def test_chaos_kill_every_tier_and_resume(tmp_path, mnist, fallback):
     # float32 x as the board would load it; test_fraction 0 keeps all 96 for training
     np.savez(data, x=train.x.numpy(), y=train.y.numpy())
     settings = {
-        # SGD with momentum, whose state moves with every rollback, in a run that is not
-        # chaotic (checked below): elsewhere two single-process runs that only group the
-        # batch differently drift apart by more than the tolerance (README).
+        # SGD with momentum, whose state moves with every rollback.
         "model": "small_cnn",
         "batch_size": 48,
         "steps": STEPS,
         "optimizer": "sgd",
-        "lr": 0.001,
+        "lr": 0.005,
         "momentum": 0.5,
         "seed": 6,
         "checkpoint_every": 1,
@@ -131,10 +128,12 @@ def test_chaos_kill_every_tier_and_resume(tmp_path, mnist, fallback):
         assert len(kills) == KILLS
         assert set(kills) == {"device", "edge", "cloud"}
 
-    assert regrouping_noise(settings, train, STEPS, [16, 16, 16]) < NOISE_FLOOR
+    # One process with the batch in the run's three groups: the weights of an
+    # uninterrupted run, immune to the rounding drift of chaotic training (README).
     hybrid = load_model_file(tmp_path / "device" / "model.pt")
     torch.set_num_threads(1)
-    reference = train_reference(job_from_dict(settings), train, STEPS).state_dict()
+    job = job_from_dict(settings)
+    reference = train_reference(job, train, STEPS, [16, 16, 16]).state_dict()
     for key, want in reference.items():
         err = float((hybrid["state"][key] - want).norm() / want.norm())
         assert err <= REL_TOL, f"{key}: relative error {err:.2e}"

@@ -13,13 +13,11 @@ import pytest
 import torch
 from tierprocs import free_port, join_args, stop, tier_process
 
-from hiertrain_edge.models import build_model
 from hiertrain_edge.planning.schedule import Schedule, device_only
-from hiertrain_edge.runtime.batches import BatchOrder
 from hiertrain_edge.runtime.checkpoint import load_model_file
 from hiertrain_edge.runtime.demo import write_job_file
 from hiertrain_edge.runtime.job import job_from_dict
-from hiertrain_edge.runtime.slices import make_optimizer
+from hiertrain_edge.runtime.reference import train_reference
 
 STEPS = 240
 REL_TOL = 1e-5
@@ -30,7 +28,7 @@ SETTINGS = {
     "batch_size": 48,
     "steps": STEPS,
     "optimizer": "sgd",
-    "lr": 0.001,
+    "lr": 0.005,
     "momentum": 0.5,
     "seed": 6,
     "checkpoint_every": 4,
@@ -140,36 +138,18 @@ def _check_run(tmp_path: Path, mnist, run: dict) -> None:
 
     # Single-process training with each step's batch grouped as the run grouped it: the
     # whole batch as one group alone, two groups otherwise. (Against one whole-batch
-    # reference this path drifts past the tolerance from rounding alone: long runs on tiny
-    # data amplify it, see tierprocs.regrouping_noise.)
+    # reference a long run drifts past the tolerance from rounding alone: README, Rounding.)
     train = mnist.subset(0, 480)
     sizes = {
         r["step"]: [48] if r["schedule_id"] == alone_id else [24, 24] for r in run["iterations"]
     }
     final = load_model_file(tmp_path / "device" / "model.pt")
     assert final["meta"]["replicas_identical"] is True
-    reference = _reference(SETTINGS, train, sizes).state_dict()
+    torch.set_num_threads(1)
+    reference = train_reference(job_from_dict(SETTINGS), train, STEPS, sizes).state_dict()
     for key, want in reference.items():
         err = float((final["state"][key] - want).norm() / want.norm())
         assert err <= REL_TOL, f"{key}: relative error {err:.2e}"
-
-
-def _reference(settings: dict, train, sizes: dict[int, list[int]]) -> torch.nn.Module:
-    """runtime/reference.py's train_reference with group sizes that change per step."""
-    torch.set_num_threads(1)
-    job = job_from_dict(settings)
-    model = build_model(job.spec(), job.seed)
-    model.train()
-    optimizer = make_optimizer(job, list(model.parameters()))
-    order = BatchOrder(len(train), job.batch_size, job.seed)
-    loss_fn = torch.nn.CrossEntropyLoss(reduction="sum")
-    for step in range(len(sizes)):
-        idx = order.indices(step)
-        optimizer.zero_grad(set_to_none=True)
-        for part in idx.split(sizes[step]):
-            (loss_fn(model(train.x[part]), train.y[part]) / job.batch_size).backward()
-        optimizer.step()
-    return model
 
 
 @pytest.mark.slow
