@@ -381,9 +381,11 @@ def copy_s_per_byte(repeats: int, clock: Clock = WALL_CLOCK) -> float:
     return _mean_time(lambda: a.add_(b), repeats, clock=clock) / BYTES_PROBE
 
 
-def message_overhead_s(pings: int = MESSAGE_PINGS) -> float:
+def message_overhead_s(pings: int = MESSAGE_PINGS, clock: Clock = WALL_CLOCK) -> float:
     """Half a round trip of a small msgpack message between a ZeroMQ DEALER and ROUTER on
-    TCP loopback in this process: the fixed cost the runtime pays per message.
+    TCP loopback in this process: the fixed cost the runtime pays per message, on
+    `clock` (a quarter-core board pays four times what the host's full speed pays, as
+    for its compute).
 
     The wire layer sits above profiling, so this uses pyzmq and msgpack directly in the
     way wire/transport.py does (a header frame plus a tensor frame, copy=False).
@@ -411,24 +413,27 @@ def message_overhead_s(pings: int = MESSAGE_PINGS) -> float:
 
         for _ in range(20):
             ping()
-        t0 = time.perf_counter()
+        t0 = clock.now()
         for _ in range(pings):
             ping()
-        return (time.perf_counter() - t0) / pings / 2
+        return (clock.now() - t0) / pings / 2
     finally:
         dealer.close(linger=0)
         router.close(linger=0)
 
 
-def wire_s_per_byte(nbytes: int = WIRE_PROBE_BYTES, sends: int = WIRE_SENDS) -> float:
+def wire_s_per_byte(
+    nbytes: int = WIRE_PROBE_BYTES, sends: int = WIRE_SENDS, clock: Clock | None = None
+) -> float:
     """CPU seconds per byte of a large message, one way, sender and receiver together, as
     the runtime's links carry it: a ZeroMQ DEALER to a ROUTER on TCP loopback encrypted with
     CurveZMQ (the runtime's default), a copy of the tensor sent (the runtime sends copies),
     less a small message's cost (message_overhead_s has that).
 
     Process CPU time, not wall time: ZeroMQ's I/O thread encrypts and decrypts beside the
-    sending thread. A tier's own CPU time at full speed, like message_overhead_s.
+    sending thread; divided by the cores `clock` says the tier may use.
     """
+    cores = clock.cores if clock is not None and clock.cores is not None else 1.0
     import zmq
 
     if not zmq.has("curve"):
@@ -456,7 +461,7 @@ def wire_s_per_byte(nbytes: int = WIRE_PROBE_BYTES, sends: int = WIRE_SENDS) -> 
             return (time.process_time() - t0) / sends
 
         one_way(small), one_way(big)  # warm-up: the handshake, buffers
-        return max(0.0, one_way(big) - one_way(small)) / nbytes
+        return max(0.0, one_way(big) - one_way(small)) / nbytes / cores
     finally:
         dealer.close(linger=0)
         router.close(linger=0)
@@ -514,8 +519,8 @@ def measure_profile(
     units = measure_units(spec, batch_size, repeats, min_block_s, clock)
     optimizer_s = optimizer_s_per_byte(repeats, clock)
     copy_s = copy_s_per_byte(repeats, clock)
-    msg_s = message_overhead_s() if message_s is None else message_s
-    wire_s = wire_s_per_byte()
+    msg_s = message_overhead_s(clock=clock) if message_s is None else message_s
+    wire_s = wire_s_per_byte(clock=clock)
     host = socket.gethostname()
     profile = TierProfile(
         name=name or f"{host}-{spec.name}",
