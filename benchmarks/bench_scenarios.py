@@ -816,7 +816,7 @@ def write_report(data: dict[str, Any], out: Path) -> Path:
                     f"{_verdict(ok)} ({s['planned_vs_best']:.2f}x)"
                     + (
                         f"; the planner chose the {s['best_baseline']} schedule itself "
-                        f"({flags[PLANNED]}), so the gap is between two runs of one schedule"
+                        f"({flags[PLANNED]}): one run serves both"
                         if same
                         else ""
                     )
