@@ -1156,6 +1156,9 @@ def main(argv: list[str] | None = None) -> int:
     facts["tier CPU shares"] = ", ".join(
         f"{t} {base.tier(t).cpus} CPU / {base.tier(t).threads} thread(s)"
         for t in ("device", "edge", "cloud")
+    ) + (
+        f" ({sum(TIER_CPUS.values()):g} of the host's {os.cpu_count()} cores: the rest for "
+        "the driver, tc and the kernel's network work; the shipped scenarios ask for 2.25)"
     )
     data: dict[str, Any] = {"facts": facts, "models": []}
     for model, cfg in models.items():
