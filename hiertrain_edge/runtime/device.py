@@ -211,6 +211,13 @@ class Board:
             self._get_table(spec, job, steps, tier.schedule)
         self.edge.interrupts = ("rollback",)
         report = Report(schedule=tier.schedule.to_dict())
+        if not offer.get("cloud_ok", True):  # the edge starts without a cloud that is not there
+            self.cloud_ok = False
+            report.events.append({"step": step, "event": "tier_lost", "tier": "cloud"})
+            if offer.get("preferred"):
+                self.preferred = Schedule.from_dict(offer["preferred"]).validate(
+                    spec.num_units, job.batch_size
+                )
         order = BatchOrder(len(self.train), job.batch_size, job.seed)
         progress = Progress(steps)
         t_run = time.perf_counter()
@@ -395,14 +402,11 @@ class Board:
                 }
             )
             log.warning(
-                "step %d: switched schedule %s -> %s (links %s / %s Mbit/s, predicted gain "
-                "%s s per step)",
+                "step %d: switched schedule %s -> %s (%s)",
                 step,
                 old.describe(),
                 new.describe(),
-                choice.bw_de_mbps,
-                choice.bw_ec_mbps,
-                choice.gain_s,
+                _switch_reason(choice, new == self.preferred),
             )
             if new == self.preferred:
                 self.preferred = None
@@ -739,6 +743,18 @@ class Board:
         state = full_state([tier.unit_state(range(tier.num_units))])
         meta = {"job_id": self.job_id, "steps": steps, "replicas_identical": True}
         return {"state": state, "meta": {**meta, "finished_without_edge": True}}
+
+
+def _switch_reason(choice: Choice, back_to_cloud: bool) -> str:
+    """Why the board switched schedule, for its log line."""
+    if choice.schedule is None:
+        return "the cloud is back" if back_to_cloud else "a switch asked for by the caller"
+
+    def rate(mbps: float | None) -> str:
+        return "unknown" if mbps is None else f"{mbps:.3g}"
+
+    gain = "" if choice.gain_s is None else f", predicted gain {choice.gain_s:.3g} s per step"
+    return f"links {rate(choice.bw_de_mbps)} / {rate(choice.bw_ec_mbps)} Mbit/s{gain}"
 
 
 def _cloned(tensors: dict[str, Any]) -> dict[str, Any]:

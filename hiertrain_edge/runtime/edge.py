@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 IDLE_POLL_S = 3600.0
 CLOUD_SETUP_TIMEOUT_S = 60.0
 CLOUD_PROBE_EVERY_S = 2.0  # how often a lost cloud is asked whether it is back
+CLOUD_ANSWER_S = 10.0  # at job start: a cloud that does not answer a ping is not there
 PROFILE_TIMEOUT_S = 300.0  # a quick profile takes seconds; a slow board, longer
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -85,7 +86,7 @@ class EdgeServer:
             "edge listening for boards on %s; job %s, schedule %s",
             listen,
             self.job.model,
-            self.schedule.describe(),
+            "planned when a board joins" if self.auto_plan else self.schedule.describe(),
         )
 
     def _configure(self, job: Job) -> None:
@@ -94,9 +95,11 @@ class EdgeServer:
             spec.num_units, job.batch_size
         )
         if schedule.uses_cloud(spec.num_units) and not self.cloud_address:
-            raise ConfigError(
-                f"schedule {schedule.describe()} runs units on the cloud; give --cloud HOST"
-            )
+            if job.schedule is not None or self.schedule_override is not None:
+                raise ConfigError(
+                    f"schedule {schedule.describe()} runs units on the cloud; give --cloud HOST"
+                )
+            schedule = without_cloud(schedule, spec.num_units)  # planned: no cloud to plan on
         self.job, self.spec, self.start_schedule = job, spec, schedule
         self.schedule = schedule
 
@@ -265,14 +268,25 @@ class EdgeServer:
         n = self.spec.num_units
         self._new_generation(board)
         self.schedule = self.start_schedule
+        cloud_profile, cloud = None, None
+        wants_cloud = self.auto_plan or self.schedule.uses_cloud(n)
+        if self.cloud_link is not None and wants_cloud and self.cloud_lost_at is None:
+            try:
+                self._ping_cloud(CLOUD_ANSWER_S)
+                if self.auto_plan:
+                    cloud_profile = self._once("cloud", self._cloud_profile)
+            except PeerLostError as exc:  # not there (yet): start without it, ask it back later
+                self._without_cloud(exc)
+        if self.cloud_lost_at is not None:  # also when the board asked again meanwhile
+            self.schedule = without_cloud(self.start_schedule, n)
         tier = TierSlice("edge", self.spec, self.job, self.schedule)
-        cloud_profile = self._once("cloud", self._cloud_profile) if self.auto_plan else None
-        cloud = None
-        if self.schedule.uses_cloud(n):
+        if self.schedule.uses_cloud(n):  # the cloud answered a moment ago
             cloud = self._setup_cloud(
                 0, self.schedule, tier.unit_state(self.schedule.replicated("cloud", n)), {}
             )
         offer = self._offer(0, tier.unit_state(self.schedule.replicated("device", n)), {})
+        if self.cloud_lost_at is not None and self.start_schedule.uses_cloud(n):
+            offer["preferred"] = self.start_schedule.to_dict()  # for when the cloud answers
         board.send({**offer, "plan": self.auto_plan})
         if self.auto_plan:
             self._plan(board, cloud_profile)
@@ -586,7 +600,10 @@ class EdgeServer:
         handed, cloud_failed = False, False
         while True:
             try:
-                if join.get("alone_step") is not None and not handed:
+                # Only a newer state than our snapshot: a board (or a second process under
+                # its id) that trained alone from an older one would undo steps.
+                alone = join.get("alone_step")
+                if alone is not None and not handed and int(alone) > self._snapshot_step():
                     self._take_handover(board, join)
                     handed = True
                 return self._restore(board, self.snapshot, self.schedule, rejoin=True)
@@ -690,16 +707,20 @@ class EdgeServer:
         return self._restore(board, self.snapshot, fallback)
 
     def _without_cloud(self, exc: Exception) -> None:
-        """The cloud did not answer while the board was being brought back: its units
-        move to this edge, and it is asked back between steps (see `_probe_cloud`)."""
+        """The cloud did not answer (at job start, or while the board was being brought
+        back): its units move to this edge, and it is asked back between steps (see
+        `_probe_cloud`)."""
         self.cloud_lost_at = time.monotonic()
         self.schedule = without_cloud(self.schedule, self.spec.num_units)
         log.warning(
-            "lost the cloud (%s); going on without it with schedule %s",
+            "lost the cloud (%s); going on without it with schedule %s; check the cloud "
+            "host and the link to it",
             exc,
             self.schedule.describe(),
         )
         self.observe.tier_lost("cloud", str(exc))
+        if self.listener.bounds is not None:
+            self.listener.bounds = self.listener.bounds.with_schedule(self.schedule)
         if self.cloud_link is not None:  # a fresh socket drops whatever the old one queued
             self.cloud_link.close(linger_s=0)
             self.cloud_link = Link(self.ctx, self.cloud_address, security=self.security)
@@ -713,11 +734,7 @@ class EdgeServer:
             return cloud
         self.cloud_lost_at = time.monotonic()
         try:
-            self.cloud_link.send({"type": "ping", "step": 0})
-            while True:
-                msg = self.cloud_link.recv(0.05, "pong")
-                if msg["type"] == "pong":
-                    break
+            self._ping_cloud(0.05)
         except PeerLostError:
             return cloud
         self.cloud_lost_at = None
@@ -725,6 +742,14 @@ class EdgeServer:
         log.warning("the cloud answers again; telling board %s it may use it", self.board_id)
         board.send({"type": "tiers", "step": step, "cloud_ok": True})
         return cloud
+
+    def _ping_cloud(self, timeout_s: float) -> None:
+        """Ask the cloud whether it is there; PeerLostError when no pong comes in time."""
+        assert self.cloud_link is not None
+        self.cloud_link.send({"type": "ping", "step": 0})
+        deadline = Deadline(timeout_s)
+        while self.cloud_link.recv(max(0.0, deadline.left()), "pong")["type"] != "pong":
+            pass  # a late reply of an earlier job
 
     def _setup_cloud(
         self, step: int, schedule: Schedule, units: dict[str, Any], opt: dict[str, Any]

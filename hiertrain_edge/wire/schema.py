@@ -254,6 +254,7 @@ MESSAGES: dict[str, dict[str, tuple[bool, Check]]] = {
         "opt": (False, unit_opt_state()),
         "attempt": (False, integer(0, MAX_STEP)),
         "cloud_ok": (False, flag()),  # false: the edge lost the cloud and probes it
+        "preferred": (False, plain()),  # the schedule to take when the cloud answers again
     },
     "setup": {
         "job_id": (True, text(MAX_ID_CHARS)),
