@@ -421,7 +421,13 @@ class EdgeServer:
         path = self.out_dir / CHECKPOINT_FILE
         if not path.is_file():
             return None
-        blob = load_checkpoint(path)
+        try:
+            blob = load_checkpoint(path)
+        except ConfigError as exc:  # written atomically, so a disk fault or a foreign file
+            raise ConfigError(
+                f"{exc}; move it away to start this board's job afresh (the steps since the "
+                "job began are then trained again)"
+            ) from exc
         # A checkpoint at the last step is a board's handover after it trained alone to the
         # end: the model is still to be gathered from it.
         if (
