@@ -166,7 +166,8 @@ class Mailbox:
     def _idle(self) -> bool:
         """Nothing is readable: a message the next wait takes arrives during that wait."""
         zsock = getattr(self.sock, "sock", None)
-        return zsock is not None and not zsock.poll(0, zmq.POLLIN)
+        # ZMQ_EVENTS rather than a poll: it keeps the GIL, which a poll would hand over.
+        return zsock is not None and not zsock.getsockopt(zmq.EVENTS) & zmq.POLLIN
 
     def _arrived(self, msg: dict[str, Any], nbytes: int, waited: bool) -> None:
         """Time a message from our peer for the link meter; keep its notes."""
@@ -184,7 +185,7 @@ class Mailbox:
         if isinstance(self.sock, Listener):
             while True:
                 waited, before = self._idle(), self.sock.bytes_received
-                peer, msg = self.sock.recv(timeout_s, what)
+                peer, msg = self.sock.recv(timeout_s, what, self.peer)
                 if self.adopt is not None and self.adopt(peer, msg):
                     raise Interrupt(msg, peer)
                 if peer == self.peer and msg.get("type") != "join":

@@ -52,7 +52,9 @@ REFUSAL_LOG_EVERY_S = 30.0  # one log line per refused key/cause per this many s
 NO_DETAIL_FAILURES = 4  # consecutive: a tier dying mid-handshake causes one, not four
 
 _MONITOR_EVENTS = (
-    zmq.EVENT_DISCONNECTED
+    zmq.EVENT_ACCEPTED
+    | zmq.EVENT_CONNECTED
+    | zmq.EVENT_DISCONNECTED
     | zmq.EVENT_HANDSHAKE_SUCCEEDED
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -464,7 +466,14 @@ class _ZapHandler:
 
 
 class HandshakeWatch:
-    """A socket monitor that turns failed handshakes into errors (client) or logs (server)."""
+    """A socket monitor that turns failed handshakes into errors (client) or logs (server),
+    and says which connections opened and dropped.
+
+    Connections are named by their file descriptor, the value ZeroMQ gives with every
+    connection event and with every message it delivers (`ZMQ_SRCFD`); events come in the
+    order they happened, so a descriptor that a new connection reuses is never mistaken
+    for the old one's as long as the events before a message are handled before it.
+    """
 
     def __init__(
         self, sock: zmq.Socket, where: str, server: bool, curve: bool, own_key: bytes | None = None
@@ -474,20 +483,32 @@ class HandshakeWatch:
         self.sock = sock
         self.monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
         self._no_detail = 0
-        self.dropped = 0  # connections that dropped since the transport last looked
+        self.open: set[int] = set()  # descriptors of the connections open now
+        # Descriptors of the connections that dropped since the transport last looked, in
+        # the order they dropped.
+        self.dropped: list[int] = []
+
+    def pending(self) -> bool:
+        """Whether events wait (a ZMQ_EVENTS query: no system call, and the GIL is kept)."""
+        return bool(self.monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN)
 
     def check(self) -> None:
         """Handle every pending event; raise `PeerRefusedError` on a client's refusal."""
-        while self.monitor.poll(0):
+        while self.pending():
             try:
                 event = parse_monitor_message(self.monitor.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
                 return
-            if event["event"] == zmq.EVENT_DISCONNECTED:
-                # A peer that died, or fell silent past the heartbeat timeout.
-                self.dropped += 1
+            kind = event["event"]
+            if kind == zmq.EVENT_ACCEPTED or kind == zmq.EVENT_CONNECTED:
+                self.open.add(int(event["value"]))
                 continue
-            error = self._explain(event["event"], event["value"])
+            if kind == zmq.EVENT_DISCONNECTED:
+                # A peer that died, or fell silent past the heartbeat timeout.
+                self.open.discard(int(event["value"]))
+                self.dropped.append(int(event["value"]))
+                continue
+            error = self._explain(kind, event["value"])
             if error is None:
                 continue
             if self.server:

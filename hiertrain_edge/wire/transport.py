@@ -44,6 +44,13 @@ RCVHWM_MESSAGES = 64
 REJECTS_LOGGED = 5
 REJECT_WINDOW_S = 10.0
 _MAX_POLL_MS = 2**31 - 1  # one zmq_poll at most (its timeout is an int of ms); longer waits loop
+# A wait starts with one blocking receive of at most this long, and only then polls the
+# socket and its monitor together. A message on its way (a step's reply) costs one system
+# call that lets go of the GIL instead of a poll and a receive; a dropped connection is
+# noticed at most this late, and the drop is still tied to its own connection.
+FAST_WAIT_S = 0.25
+_SRCFD = 2  # zmq_msg_get's ZMQ_SRCFD: the descriptor of the connection a message came on
+_LOST_KEPT = 64  # dropped peers remembered until a wait for them reports the drop
 
 
 def endpoint(host: str, default_port: int) -> str:
@@ -75,6 +82,7 @@ class _Socket:
         self._reject_window = (-REJECT_WINDOW_S, 0)  # (start, messages logged in it)
         self.watch: HandshakeWatch | None = None
         self._poller: zmq.Poller | None = None  # the socket and its handshake monitor
+        self._rcvtimeo_ms = -1  # ZMQ_RCVTIMEO as set on the socket (-1: ZeroMQ's default)
         sock.setsockopt(zmq.LINGER, 0)
         # ZeroMQ's own heartbeats run in its I/O thread, so a tier busy computing still
         # answers them; a peer that died or went silent drops the connection within
@@ -99,15 +107,18 @@ class _Socket:
             sock.send(f, zmq.SNDMORE if i < last else 0, copy=False)
         self.bytes_sent += sent
 
-    def _recv_frames(self, timeout_s: float, what: str) -> list[zmq.Frame]:
+    def _recv_frames(
+        self, timeout_s: float, what: str, peer: bytes | None = None
+    ) -> list[zmq.Frame]:
         """The frames of the next message within `timeout_s`.
 
-        A message already waiting (one ZMQ_EVENTS query says so) is taken at once.
-        Otherwise the socket and the handshake monitor are polled together, so a refused
-        handshake or a dropped connection is seen the moment it happens (a drop must be
-        seen while the socket waits: a listener's next peer may connect right after).
-        Before every receive the monitor is asked for events with one ZMQ_EVENTS query,
-        and read only when it holds some.
+        The wait is one blocking receive of at most FAST_WAIT_S (a message on its way,
+        the common case, costs one call that lets go of the GIL); a longer wait then polls
+        the socket and the handshake monitor together, so a refused handshake or a
+        dropped connection ends it at once. Before every wait the monitor is asked for
+        events (a ZMQ_EVENTS query, no system call) and read only when it holds some. A
+        dropped connection ends a wait only if it is the one the wait is for (`_drop_for`):
+        a late drop of a peer that left is not taken for the next one's.
 
         Raises:
             PeerRefusedError: the peer refused this tier's handshake (a client's link).
@@ -117,32 +128,45 @@ class _Socket:
         sock = self.sock
         watch = self.watch
         end = time.monotonic() + timeout_s
+        first = True
         while True:
             if watch is not None:
-                if watch.monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                if watch.pending():
                     watch.check()  # a refused handshake raises PeerRefusedError here
-                if watch.dropped:
+                    self._note_drops()
+                if self._drop_for(peer):
                     # A message that came before the drop is still delivered (and the drop
                     # reported at the first wait that finds none).
                     try:
                         frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                         break
                     except zmq.Again:
-                        watch.dropped = 0
+                        self._forget_drop(peer)
                         raise PeerLostError(
                             f"the connection on {self.where} dropped while waiting for {what} "
                             f"(peer gone, or silent for {LIVENESS_S:g} s)"
                         ) from None
-            # ZMQ_EVENTS keeps the GIL: in a process with other Python threads every call
-            # that lets go of it (a receive that finds nothing, a poll) costs a hand-over.
-            if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                frame = sock.recv(copy=False)
+            left = end - time.monotonic()
+            if first and left > 0:
+                # One blocking receive: nothing else on this path lets go of the GIL.
+                first = False
+                wait_ms = min(math.ceil(left * 1e3), int(FAST_WAIT_S * 1e3))
+                if wait_ms != self._rcvtimeo_ms:
+                    sock.setsockopt(zmq.RCVTIMEO, wait_ms)
+                    self._rcvtimeo_ms = wait_ms
+                try:
+                    frame = sock.recv(copy=False)
+                except zmq.Again:
+                    continue  # a long wait: the monitor is polled too from now on
                 frames = [frame]
                 while frame.more:  # the rest of a message arrives with its first frame
                     frame = sock.recv(copy=False)
                     frames.append(frame)
                 break
-            left = end - time.monotonic()
+            # ZMQ_EVENTS keeps the GIL, where a receive that finds nothing lets go of it.
+            if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                break
             if left <= 0:
                 dropped = ""
                 if self.last_rejection is not None:
@@ -162,6 +186,16 @@ class _Socket:
             received += len(f)
         self.bytes_received += received
         return frames
+
+    def _note_drops(self) -> None:
+        """Take the drops the monitor reported; subclasses say whose they are."""
+
+    def _drop_for(self, peer: bytes | None) -> bool:
+        """Whether a dropped connection ends a wait for `peer`."""
+        return False
+
+    def _forget_drop(self, peer: bytes | None) -> None:
+        """A wait for `peer` reported its drop."""
 
     def _reject(self, exc: ProtocolError, sender: str) -> None:
         """Drop an invalid message with a logged reason; the tier keeps running."""
@@ -221,6 +255,7 @@ class Link(_Socket):
         self.watch = HandshakeWatch(
             sock, address, server=False, curve=curve, own_key=security and security.public_key
         )
+        self._drops = 0  # the link's connection dropped (its one peer went away) this often
         try:
             sock.connect(address)
         except zmq.ZMQError as exc:
@@ -228,6 +263,17 @@ class Link(_Socket):
 
     def send(self, msg: dict[str, Any]) -> None:
         self._send(encode(msg))
+
+    def _note_drops(self) -> None:
+        assert self.watch is not None
+        self._drops += len(self.watch.dropped)
+        self.watch.dropped.clear()
+
+    def _drop_for(self, peer: bytes | None) -> bool:
+        return self._drops > 0
+
+    def _forget_drop(self, peer: bytes | None) -> None:
+        self._drops = 0
 
     def recv(self, timeout_s: float, what: str = "message") -> dict[str, Any]:
         """The next valid message; invalid ones are dropped and logged on the way."""
@@ -263,6 +309,12 @@ class Listener(_Socket):
             raise
         self.ctx = ctx
         self._last_identity: zmq.Frame | None = None  # of the last valid message
+        # Which peer each connection belongs to (ZeroMQ names a peer by a routing id of its
+        # own per connection, a connection by its descriptor), known from the first valid
+        # message, and peers whose connection dropped until a wait for them reports it.
+        self._peer_on: dict[int, bytes] = {}
+        self._connection_of: dict[bytes, int] = {}
+        self._lost: dict[bytes, None] = {}  # in the order they dropped
         super().__init__(sock, address, max_bytes)
         self.watch = HandshakeWatch(sock, address, server=True, curve=self.zap_domain is not None)
         try:
@@ -279,19 +331,74 @@ class Listener(_Socket):
         except zmq.ZMQError as exc:
             raise PeerLostError(f"peer {peer.hex()} on {self.where} is gone: {exc}") from exc
 
-    def recv(self, timeout_s: float, what: str = "message") -> tuple[bytes, dict[str, Any]]:
-        """The next valid message and its sender; invalid ones are dropped and logged."""
+    def recv(
+        self, timeout_s: float, what: str = "message", peer: bytes | None = None
+    ) -> tuple[bytes, dict[str, Any]]:
+        """The next valid message and its sender; invalid ones are dropped and logged.
+
+        `peer`: the peer this wait is for; only the drop of its connection ends the wait
+        early. None: the drop of any peer's connection does (a peer is a connection that
+        sent a valid message; strangers that never did are not waited for).
+        """
         deadline = Deadline(timeout_s)
         while True:
-            frames = self._recv_frames(deadline.left(), what)
+            frames = self._recv_frames(deadline.left(), what, peer)
             if len(frames) < 2:
                 self._reject(ProtocolError("message has no peer identity frame"), "a peer")
                 continue
-            peer = frames[0].bytes
-            msg = self._valid(frames[1:], peer)
+            sender = frames[0].bytes
+            msg = self._valid(frames[1:], sender)
             if msg is not None:
                 self._last_identity = frames[0]
-                return peer, msg
+                if sender not in self._connection_of and sender not in self._lost:
+                    self._learn_connection(sender, frames[0])
+                return sender, msg
+
+    def _learn_connection(self, peer: bytes, identity: zmq.Frame) -> None:
+        """Tie `peer` to the connection its first valid message came on.
+
+        The monitor's pending events are handled first: a connection that dropped earlier
+        on the same descriptor then is no longer taken for this one. If this peer's own
+        connection already dropped, the peer is lost at once.
+        """
+        watch = self.watch
+        assert watch is not None
+        if watch.pending():
+            watch.check()
+            self._note_drops()
+        connection = identity.get(_SRCFD)
+        if connection not in watch.open:
+            self._lose(peer)
+            return
+        old = self._peer_on.pop(connection, None)
+        if old is not None:  # a new connection on its descriptor: it is gone
+            del self._connection_of[old]
+            self._lose(old)
+        self._peer_on[connection] = peer
+        self._connection_of[peer] = connection
+
+    def _lose(self, peer: bytes) -> None:
+        self._lost[peer] = None
+        if len(self._lost) > _LOST_KEPT:  # peers nobody waits for any more
+            del self._lost[next(iter(self._lost))]
+
+    def _note_drops(self) -> None:
+        assert self.watch is not None
+        for connection in self.watch.dropped:
+            peer = self._peer_on.pop(connection, None)
+            if peer is not None:  # else a stranger that never sent a valid message
+                del self._connection_of[peer]
+                self._lose(peer)
+        self.watch.dropped.clear()
+
+    def _drop_for(self, peer: bytes | None) -> bool:
+        return bool(self._lost) and (peer is None or peer in self._lost)
+
+    def _forget_drop(self, peer: bytes | None) -> None:
+        if peer is None:
+            self._lost.clear()
+        else:
+            del self._lost[peer]
 
     @property
     def last_peer_address(self) -> str | None:

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import zmq
 
 from hiertrain_edge.errors import ConfigError
 from hiertrain_edge.runtime import mailbox as mailbox_module
@@ -197,8 +198,9 @@ class FakeZmq:
     def __init__(self) -> None:
         self.readable = False
 
-    def poll(self, timeout_ms: int, flags: int) -> int:
-        return int(self.readable)
+    def getsockopt(self, option: int) -> int:
+        assert option == zmq.EVENTS
+        return zmq.POLLIN if self.readable else 0
 
 
 class FakeLink:

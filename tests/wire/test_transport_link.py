@@ -12,7 +12,7 @@ import zmq
 
 from hiertrain_edge.errors import PeerLostError, ProtocolError
 from hiertrain_edge.wire.codec import ZERO_COPY_MIN_BYTES, decode, encode
-from hiertrain_edge.wire.transport import LIVENESS_S, Link, Listener
+from hiertrain_edge.wire.transport import FAST_WAIT_S, LIVENESS_S, Link, Listener
 
 SMALL_ELEMENTS = 1000  # 4000 bytes: copied into ZeroMQ
 LARGE_ELEMENTS = ZERO_COPY_MIN_BYTES  # 256 KiB of float32: sent without a copy
@@ -74,13 +74,14 @@ def test_transport_zero_timeout_looks_once(pair):
 
 
 def test_transport_waits_for_a_message_sent_later(pair):
-    """The receive waits in a poll (socket and monitor), then takes the message."""
+    """The receive waits in one blocking receive, then in a poll (socket and monitor), then
+    takes the message."""
     link, listener = pair
     ready = threading.Event()
 
     def later() -> None:
         ready.wait()
-        time.sleep(0.3)
+        time.sleep(FAST_WAIT_S + 0.05)
         link.send({"type": "ready", "step": 9})
 
     sender = threading.Thread(target=later)
@@ -137,5 +138,83 @@ def test_transport_reports_a_dropped_connection():
             f"(peer gone, or silent for {LIVENESS_S:g} s)"
         )
     finally:
+        listener.close()
+        ctx.term()
+
+
+def test_transport_reports_a_dropped_connection_to_a_link():
+    ctx = zmq.Context()
+    listener = Listener(ctx, "tcp://127.0.0.1:*")
+    link = Link(ctx, listener.sock.getsockopt(zmq.LAST_ENDPOINT).decode())
+    try:
+        link.send({"type": "ready", "step": 0})
+        peer, _ = listener.recv(TIMEOUT_S)
+        listener.send(peer, {"type": "ready", "step": 1})
+        assert link.recv(TIMEOUT_S)["step"] == 1  # connected both ways
+        listener.close()
+        with pytest.raises(PeerLostError) as info:
+            link.recv(TIMEOUT_S, "step")
+        assert str(info.value) == (
+            f"the connection on {link.where} dropped while waiting for step "
+            f"(peer gone, or silent for {LIVENESS_S:g} s)"
+        )
+    finally:
+        link.close(0)
+        ctx.term()
+
+
+def test_transport_ties_a_late_drop_to_the_peer_that_left():
+    """A peer leaves and the next one's message comes before the listener looked at the
+    monitor: the drop ends a wait for the peer that left, not one for the next."""
+    ctx = zmq.Context()
+    listener = Listener(ctx, "tcp://127.0.0.1:*")
+    address = listener.sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+    first = Link(ctx, address)
+    second = None
+    try:
+        first.send({"type": "ready", "step": 0})
+        gone, _ = listener.recv(TIMEOUT_S)
+        first.close(0)
+        assert listener.watch.monitor.poll(TIMEOUT_S * 1000)  # the drop, not yet looked at
+        second = Link(ctx, address)
+        second.send({"type": "ready", "step": 1})
+        assert listener.sock.poll(TIMEOUT_S * 1000)  # the next peer's message waits too
+        peer, msg = listener.recv(TIMEOUT_S)
+        assert msg["step"] == 1 and peer != gone
+        with pytest.raises(PeerLostError) as info:
+            listener.recv(FAST_WAIT_S, "step", peer)
+        # (the timeout shown is what was left of it when the wait began)
+        assert str(info.value).startswith(f"no step from {listener.where} within 0.2")
+        with pytest.raises(PeerLostError) as info:
+            listener.recv(TIMEOUT_S, "step", gone)
+        assert str(info.value) == (
+            f"the connection on {listener.where} dropped while waiting for step "
+            f"(peer gone, or silent for {LIVENESS_S:g} s)"
+        )
+    finally:
+        first.close(0)
+        if second is not None:
+            second.close(0)
+        listener.close()
+        ctx.term()
+
+
+def test_transport_does_not_wait_for_a_stranger_that_never_spoke():
+    """A connection that drops without a valid message ends no wait: it is nobody's."""
+    ctx = zmq.Context()
+    listener = Listener(ctx, "tcp://127.0.0.1:*")
+    stranger = ctx.socket(zmq.DEALER)
+    try:
+        stranger.connect(listener.sock.getsockopt(zmq.LAST_ENDPOINT).decode())
+        stranger.send(b"\xc1")  # invalid, so dropped; it also makes sure the connection is up
+        with pytest.raises(PeerLostError) as info:
+            listener.recv(FAST_WAIT_S, "join")
+        assert str(info.value).startswith(f"no join from {listener.where} within")
+        stranger.close(linger=0)
+        with pytest.raises(PeerLostError) as info:
+            listener.recv(2 * FAST_WAIT_S, "join")
+        assert str(info.value).startswith(f"no join from {listener.where} within")
+    finally:
+        stranger.close(linger=0)
         listener.close()
         ctx.term()
