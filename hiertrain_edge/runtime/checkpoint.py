@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +59,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def load_model_file(path: str | Path) -> dict[str, Any]:
     """Read a model file; only tensors and plain data are accepted (no arbitrary pickles)."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"model file {str(p)!r} is a folder; expected a file such as model.pt")
     if not p.is_file():
         raise ConfigError(f"model file {str(p)!r} does not exist")
+    not_ours = f"{p} is not a hiertrain-edge model file (expected format {FORMAT})"
     try:
-        blob = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for a bad file
-        raise ConfigError(f"{p} is not a hiertrain-edge model file: {exc}") from exc
+        with warnings.catch_warnings():
+            # Its pickle-protocol notes are about foreign files, reported below in one line.
+            warnings.simplefilter("ignore", UserWarning)
+            blob = torch.load(p, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot read model file {p}: {exc.strerror or exc}") from exc
+    except Exception as exc:
+        # torch raises many kinds for a foreign file, with pages of advice on loading it
+        # unsafely (weights_only=False); a model file never needs that, so say only what it is.
+        raise ConfigError(not_ours) from exc
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ConfigError(f"{p} is not a hiertrain-edge model file (expected format {FORMAT})")
+        raise ConfigError(not_ours)
     return blob

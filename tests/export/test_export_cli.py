@@ -116,6 +116,16 @@ def test_a_slice_infers_without_accuracy(board, capsys):
             "hiertrain-edge export: error: slice 2:9 is empty or out of range for small_cnn "
             "with 6 units: expected A:B with 0 <= A < B <= 6",
         ),
+        (
+            ["export", "--checkpoint", "{d}/board.npz", "--out", "{d}/m.onnx"],
+            "hiertrain-edge export: error: {d}/board.npz is not a hiertrain-edge model file "
+            "(expected format hiertrain-edge/model/1)",
+        ),
+        (
+            ["export", "--checkpoint", "{d}", "--out", "{d}/m.onnx"],
+            "hiertrain-edge export: error: model file '{d}' is a folder; expected a file such "
+            "as model.pt",
+        ),
     ],
 )
 def test_cli_errors_are_one_line_with_status_2(board, capsys, argv, message):

@@ -63,6 +63,34 @@ def test_export_of_missing_checkpoint(tmp_path):
     assert str(err.value) == f"model file {str(tmp_path / 'nope.pt')!r} does not exist"
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'model = "small_cnn"\nepochs = 1\n',  # a job file given by mistake
+        b"\x80\x04\x95\x00",  # a cut-off pickle
+    ],
+)
+def test_export_of_a_file_that_is_not_a_model_file(tmp_path, recwarn, content):
+    path = tmp_path / "job.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        export_checkpoint(path, tmp_path / "m.onnx")
+    assert str(err.value) == (
+        f"{path} is not a hiertrain-edge model file (expected format hiertrain-edge/model/1)"
+    )
+    assert [str(w.message) for w in recwarn] == []  # nothing more on the terminal
+
+
+def test_export_of_a_pickle_with_objects_does_not_advise_unsafe_loading(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"format": "hiertrain-edge/model/1", "job": object()}, path)
+    with pytest.raises(ConfigError) as err:
+        export_checkpoint(path, tmp_path / "m.onnx")
+    assert str(err.value) == (
+        f"{path} is not a hiertrain-edge model file (expected format hiertrain-edge/model/1)"
+    )
+
+
 def test_infer_on_missing_file(tmp_path):
     with pytest.raises(ConfigError) as err:
         OnnxModel(tmp_path / "nope.onnx")
