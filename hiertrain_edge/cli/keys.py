@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
+
+from hiertrain_edge.errors import ConfigError
 
 
 def add_security_flags(
@@ -42,16 +45,86 @@ def add_security_flags(
     )
 
 
-def security_from_args(args: argparse.Namespace):  # -> Security
-    """The tier's `Security` from its flags."""
+def security_from_args(
+    args: argparse.Namespace,
+    listens: Sequence[str | None] = (),
+    server: str | None = None,
+    server_role: str = "server",
+):  # -> Security
+    """The tier's `Security` from its flags.
+
+    `listens` are the endpoints the tier binds (None: not bound), `server` the one it
+    connects to, `server_role` what that is (edge, cloud). Where such a link leaves
+    loopback and would be plaintext, the error says which file or flag is missing (the
+    security layer itself can only say that keys are missing, not which part of --keys).
+    """
     from hiertrain_edge.wire.security import Security
 
-    return Security.from_files(
-        keys_dir=args.keys,
+    keys = _checked_keys_folder(args.keys)
+    security = Security.from_files(
+        keys_dir=keys,
         secret_key=args.secret_key,
         allow=getattr(args, "allow", None),
         server_key=getattr(args, "server_key", None),
         insecure=args.insecure,
+    )
+    if not args.insecure:
+        for address in listens:
+            if address is not None:
+                _check_listener(args, security, keys, address)
+        if server is not None:
+            _check_link(security, keys, server, server_role)
+    return security
+
+
+def _checked_keys_folder(value: str | None) -> Path | None:
+    if value is None:
+        return None
+    d = Path(value)
+    if d.exists() and not d.is_dir():
+        raise ConfigError(
+            f"--keys {d} is a file, not a folder; expected a folder holding NAME.key_secret "
+            "(give a key pair file alone with --secret-key FILE)"
+        )
+    if not d.exists():
+        raise ConfigError(f"keys folder {d} does not exist")
+    return d
+
+
+def _check_listener(args: argparse.Namespace, security, keys: Path | None, address: str) -> None:
+    from hiertrain_edge.wire.security import SECRET_SUFFIX, is_loopback
+
+    if security.secret_key is not None or is_loopback(address):
+        return
+    if keys is not None:
+        raise ConfigError(
+            f"keys folder {keys} holds no NAME{SECRET_SUFFIX} (this tier's key pair), which "
+            f"the listener on {address} needs off loopback; make one with "
+            f"`hiertrain-edge keys generate --out {keys} --name NAME`"
+        )
+    if getattr(args, "listen", None) is None:
+        # The default binds every interface: say how to stay on this machine instead.
+        raise ConfigError(
+            f"the listener on {address} (the default) would be plaintext off loopback; "
+            "on one machine pass --listen 127.0.0.1, else give this tier its keys (--keys "
+            "DIR, see `hiertrain-edge keys generate`) or pass --insecure"
+        )
+
+
+def _check_link(security, keys: Path | None, address: str, role: str) -> None:
+    from hiertrain_edge.wire.security import SECRET_SUFFIX, SERVER_KEY_FILE, is_loopback
+
+    if keys is None or security.server_key is not None or is_loopback(address):
+        return
+    missing, remedy = [], []
+    if security.secret_key is None:
+        missing.append(f"no NAME{SECRET_SUFFIX} (this tier's key pair)")
+        remedy.append(f"make one with `hiertrain-edge keys generate --out {keys} --name NAME`")
+    missing.append(f"no {SERVER_KEY_FILE} (the {role}'s public key)")
+    remedy.append(f"copy the {role}'s NAME.key there as {SERVER_KEY_FILE}")
+    raise ConfigError(
+        f"keys folder {keys} holds {' and '.join(missing)}, which the link to {address} "
+        f"needs off loopback; {' and '.join(remedy)}"
     )
 
 

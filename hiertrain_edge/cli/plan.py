@@ -113,7 +113,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="choose the fastest schedule for three tier profiles")
     p.add_argument("--model", default="small_cnn", help="zoo model or package.module:function")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--batch-size", type=int, default=64, metavar="B", help="samples per step (default 64)"
+    )
     for tier in ("device", "edge", "cloud"):
         p.add_argument(
             f"--{tier}",
@@ -144,11 +146,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_plan, tier="plan")
 
     p = sub.add_parser("profile", help="measure this host for a model, write a profile JSON")
-    p.add_argument("--model", default="small_cnn")
-    p.add_argument("--batch-size", type=int, default=64, help="largest n to time")
-    p.add_argument("--out", required=True, metavar="FILE.json")
+    p.add_argument(
+        "--model",
+        default="small_cnn",
+        help="zoo model or package.module:function (default small_cnn)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=64, help="largest group size n to time (default 64)"
+    )
+    p.add_argument("--out", required=True, metavar="FILE.json", help="profile file to write")
     p.add_argument("--name", help="profile name (default HOST-MODEL)")
-    p.add_argument("--repeats", type=int, default=7, help="timed runs per unit and n")
-    p.add_argument("--memory-budget-mb", type=int, help="default: available memory")
+    p.add_argument("--repeats", type=int, default=7, help="timed runs per unit and n (default 7)")
+    p.add_argument(
+        "--memory-budget-mb",
+        type=int,
+        help="memory this tier may use, MB (default: the memory available now)",
+    )
     add_threads(p)
     p.set_defaults(func=cmd_profile, tier="profile")

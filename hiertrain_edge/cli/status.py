@@ -107,7 +107,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     address = endpoint(args.edge, STATUS_PORT)
     try:
-        st = query_status(address, args.timeout, configure=security_from_args(args))
+        security = security_from_args(args, server=address, server_role="edge")
+        st = query_status(address, args.timeout, configure=security)
     except PeerLostError as exc:
         raise PeerLostError(
             f"{exc}; is `hiertrain-edge serve` running there with its status port "
@@ -137,14 +138,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_status, tier="status")
 
 
-def add_observe_options(p: argparse.ArgumentParser, default_status: str | None = None) -> None:
+def add_observe_options(
+    p: argparse.ArgumentParser,
+    default_status: str | None = None,
+    status_default_text: str = "the --listen host, port 47811",
+) -> None:
     """`--status-listen` and `--metrics-port` for the tiers that serve them."""
     p.add_argument(
         "--status-listen",
         metavar="ENDPOINT",
         default=default_status,
-        help="host[:port] or endpoint for `hiertrain-edge status` queries (default: the "
-        "--listen host, port 47811; 'none' turns the status port off)",
+        help="host[:port] or endpoint for `hiertrain-edge status` queries (default: "
+        f"{status_default_text}; 'none' turns the status port off)",
     )
     p.add_argument(
         "--metrics-port",

@@ -11,33 +11,48 @@ from hiertrain_edge.cli.keys import add_security_flags, security_from_args
 from hiertrain_edge.cli.status import add_observe_options, status_listen
 
 
-def _add_job_overrides(p: argparse.ArgumentParser) -> None:
+def _add_schedule_option(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument(
         "--schedule",
         metavar="N:C1:C2,...",
-        help="groups as n:c1:c2, e.g. 22:6:6,21:2:6,21:2:4 (overrides the job file)",
+        help=f"fixed schedule, groups as n:c1:c2, e.g. 22:6:6,21:2:6,21:2:4 ({default})",
     )
+
+
+def _listen_endpoint(value: str | None, default_port: int) -> str:
+    """--listen as an endpoint: host[:port] as the other flags take it, or tcp://HOST:PORT;
+    by default every interface (which needs keys, or --insecure)."""
+    from hiertrain_edge.wire.transport import endpoint
+
+    return endpoint(value, default_port) if value else f"tcp://*:{default_port}"
 
 
 def cmd_cloud(args: argparse.Namespace) -> int:
     from hiertrain_edge.runtime.cloud import CloudServer
     from hiertrain_edge.wire.transport import CLOUD_PORT
 
-    listen = args.listen or f"tcp://*:{CLOUD_PORT}"
-    CloudServer(listen, args.out, once=args.once, security=security_from_args(args)).serve()
+    listen = _listen_endpoint(args.listen, CLOUD_PORT)
+    security = security_from_args(args, listens=[listen])
+    CloudServer(listen, args.out, once=args.once, security=security).serve()
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from hiertrain_edge.planning.schedule import Schedule
     from hiertrain_edge.runtime.edge import EdgeServer
-    from hiertrain_edge.runtime.job import Job
+    from hiertrain_edge.runtime.job import Job, load_job
     from hiertrain_edge.wire.transport import CLOUD_PORT, EDGE_PORT, endpoint
 
+    if args.job:
+        load_job(args.job)  # a mistake in the job file first; the edge re-reads it at each join
     job = Path(args.job) if args.job else Job()
     schedule = Schedule.parse(args.schedule) if args.schedule else None
     cloud = endpoint(args.cloud, CLOUD_PORT) if args.cloud else None
-    listen = args.listen or f"tcp://*:{EDGE_PORT}"
+    listen = _listen_endpoint(args.listen, EDGE_PORT)
+    status = status_listen(args.status_listen, listen)
+    security = security_from_args(
+        args, listens=[listen, status], server=cloud, server_role="cloud"
+    )
     EdgeServer(
         job,
         listen,
@@ -45,9 +60,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.out,
         once=args.once,
         schedule=schedule,
-        status_listen=status_listen(args.status_listen, listen),
+        status_listen=status,
         metrics_port=args.metrics_port,
-        security=security_from_args(args),
+        security=security,
     ).serve()
     return 0
 
@@ -60,10 +75,9 @@ def cmd_join(args: argparse.Namespace) -> int:
     apply_device_config(args)  # settings file fills what the flags left unset
     data = load_dataset(args.data)
     train, test = split(data, args.test_fraction)
-    security = security_from_args(args)
-    report = Board(
-        endpoint(args.edge, EDGE_PORT), train, test, args.out, args.board_id, security=security
-    ).run()
+    edge = endpoint(args.edge, EDGE_PORT)
+    security = security_from_args(args, server=edge, server_role="edge")
+    report = Board(edge, train, test, args.out, args.board_id, security=security).run()
     if args.report:
         report.write(args.report)
     acc = "n/a" if report.test_accuracy is None else f"{report.test_accuracy:.4f}"
@@ -91,6 +105,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     }
     if args.schedule and args.plan:
         raise ConfigError("give either --schedule or --plan, not both")
+    if args.steps is not None and args.epochs is not None:
+        raise ConfigError(
+            f"give either --steps ({args.steps}) or --epochs ({args.epochs:g}), not both"
+        )
     spec = get_model(args.model)
     if args.schedule:
         schedule = Schedule.parse(args.schedule).validate(spec.num_units, args.batch_size)
@@ -135,7 +153,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--once", action="store_true", help="exit after one job")
     add_observe_options(p)
     add_security_flags(p, admits="boards (and status clients)", connects="cloud")
-    _add_job_overrides(p)
+    _add_schedule_option(p, "overrides the job file's")
     add_threads(p)
     p.set_defaults(func=cmd_serve, tier="edge")
 
@@ -171,23 +189,47 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("demo", help="all three tiers on this machine, on the bundled MNIST")
     p.add_argument("--data", help="data path as for join (default: the bundled MNIST test set)")
-    p.add_argument("--model", default="small_cnn")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=None, help="steps (default: --epochs)")
-    p.add_argument("--epochs", type=float, default=3.0)
-    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument(
+        "--model",
+        default="small_cnn",
+        help="zoo model or package.module:function (default small_cnn)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=64, metavar="B", help="samples per step (default 64)"
+    )
+    p.add_argument("--steps", type=int, default=None, help="training steps (instead of --epochs)")
+    p.add_argument(
+        "--epochs",
+        type=float,
+        default=None,
+        help="passes over the training samples (default 3; give this or --steps)",
+    )
+    p.add_argument(
+        "--optimizer",
+        choices=["sgd", "adam"],
+        default="sgd",
+        help="sgd (with momentum 0.9) or adam (default sgd)",
+    )
+    p.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the weights and the batch order (default 0)"
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="last fraction of the samples held out for testing (default 0.2)",
+    )
     p.add_argument("--report", help="write the board's JSON run report here")
     p.add_argument("--out", help="folder for logs and models (default: a temporary folder)")
-    add_observe_options(p, default_status="none")  # off unless asked: a free port each run
+    # Off unless asked: a free port each run.
+    add_observe_options(p, default_status="none", status_default_text="off")
     p.add_argument(
         "--plan",
         action="store_true",
         help="profile the three tiers and let the planner's schedule table choose each "
         "step's schedule (default: a fixed three-group schedule)",
     )
-    _add_job_overrides(p)
+    _add_schedule_option(p, "default: a fixed three-group schedule")
     add_threads(p)
     p.set_defaults(func=cmd_demo, tier="demo")

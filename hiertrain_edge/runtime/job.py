@@ -13,6 +13,8 @@ from hiertrain_edge.errors import ConfigError
 from hiertrain_edge.models import ModelSpec, get_model
 from hiertrain_edge.planning.schedule import Schedule, default_three_group
 
+DEFAULT_EPOCHS = 3.0  # training length when a job gives neither steps nor epochs
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10 (Ubuntu 22.04, JetPack 6)
@@ -28,8 +30,10 @@ class Job(BaseModel):
     num_classes: int = Field(10, ge=2)
     input_shape: tuple[int, ...] | None = None
     batch_size: int = Field(64, ge=1)
+    # The training length: `steps`, or `epochs` passes over the board's training samples
+    # (DEFAULT_EPOCHS when neither is set). A job file may give one of them, not both.
     steps: int | None = Field(None, ge=1)
-    epochs: float = Field(3.0, gt=0)
+    epochs: float | None = Field(None, gt=0)
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -71,7 +75,8 @@ class Job(BaseModel):
     def total_steps(self, n_train: int) -> int:
         if self.steps is not None:
             return self.steps
-        return max(1, math.ceil(self.epochs * steps_per_epoch(n_train, self.batch_size)))
+        epochs = DEFAULT_EPOCHS if self.epochs is None else self.epochs
+        return max(1, math.ceil(epochs * steps_per_epoch(n_train, self.batch_size)))
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
@@ -105,4 +110,11 @@ def load_job(path: str | Path) -> Job:
         raise ConfigError(f"job file {str(p)!r} does not exist") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"job file {p} is not valid TOML: {exc}") from exc
+    # Checked on the file alone: jobs written before epochs could be unset carry both
+    # (epochs 3.0 beside the steps that were used), in model files and from older edges.
+    if "steps" in data and "epochs" in data:
+        raise ConfigError(
+            f"{p}: gives both steps ({data['steps']!r}) and epochs ({data['epochs']!r}); "
+            "expected one of them"
+        )
     return job_from_dict(data, str(p))

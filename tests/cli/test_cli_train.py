@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from tierprocs import REPO, SHARED_MNIST
+from tierprocs import REPO, SHARED_MNIST, free_port, stop, tier_process
 
 COMMANDS = ["cloud", "serve", "join", "demo"]
 
@@ -117,3 +117,46 @@ def test_demo_on_real_mnist_reaches_97_percent(tmp_path):
     # Every tier holds the trained model at the end.
     for tier in ("device", "edge", "cloud"):
         assert (tmp_path / "demo" / tier / "model.pt").is_file()
+
+
+def test_cli_tiers_on_loopback_with_host_port_listen(tmp_path):
+    """README's loopback walk-through: --listen takes host[:port] as --cloud and join do."""
+    cloud_port, edge_port = free_port(), free_port()
+    job = tmp_path / "job.toml"
+    job.write_text("steps = 3\n")
+    cloud = tier_process(
+        "cloud", "--listen", f"127.0.0.1:{cloud_port}", "--once", "--threads", "1",
+        log=tmp_path / "cloud.log",
+    )  # fmt: skip
+    edge = tier_process(
+        "serve", "--cloud", f"127.0.0.1:{cloud_port}", "--listen", f"127.0.0.1:{edge_port}",
+        "--status-listen", "none", "--job", str(job), "--once", "--threads", "1",
+        log=tmp_path / "edge.log",
+    )  # fmt: skip
+    try:
+        out = run_cli("join", f"127.0.0.1:{edge_port}", "--out", str(tmp_path / "device"))
+    finally:
+        stop(edge)
+        stop(cloud)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("trained 3 steps in ")
+    assert (
+        f"cloud listening for edges on tcp://127.0.0.1:{cloud_port}"
+        in (tmp_path / "cloud.log").read_text()
+    )
+
+
+def test_cli_job_file_with_steps_and_epochs_is_refused(tmp_path):
+    job = tmp_path / "job.toml"
+    job.write_text("steps = 5\nepochs = 2\n")
+    out = run_cli("serve", "--job", str(job), "--listen", "127.0.0.1")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"hiertrain-edge serve: error: {job}: gives both steps (5) and epochs (2); "
+        "expected one of them"
+    )
+    out = run_cli("demo", "--steps", "5", "--epochs", "2")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == (
+        "hiertrain-edge demo: error: give either --steps (5) or --epochs (2), not both"
+    )
