@@ -211,13 +211,7 @@ class Board:
             self._get_table(spec, job, steps, tier.schedule)
         self.edge.interrupts = ("rollback",)
         report = Report(schedule=tier.schedule.to_dict())
-        if not offer.get("cloud_ok", True):  # the edge starts without a cloud that is not there
-            self.cloud_ok = False
-            report.events.append({"step": step, "event": "tier_lost", "tier": "cloud"})
-            if offer.get("preferred"):
-                self.preferred = Schedule.from_dict(offer["preferred"]).validate(
-                    spec.num_units, job.batch_size
-                )
+        self._cloud_news(offer, job, step, report)
         order = BatchOrder(len(self.train), job.batch_size, job.seed)
         progress = Progress(steps)
         t_run = time.perf_counter()
@@ -266,7 +260,9 @@ class Board:
                         job.rejoin_patience_s,
                     )
                     self.edge.interrupts = ()
-                    job, tier, steps, step = self._take_offer(self._join(job.rejoin_patience_s))
+                    offer = self._join(job.rejoin_patience_s)
+                    job, tier, steps, step = self._take_offer(offer)
+                    self._cloud_news(offer, job, step, report)
                     self.edge.interrupts = ("rollback",)
                     report.rolled_back(step, f"rejoined the edge at step {step}")
                     continue
@@ -321,6 +317,19 @@ class Board:
         if len(self.test):
             report.test_accuracy, report.test_loss = evaluate(model, self.test)
         return report
+
+    def _cloud_news(self, offer: dict[str, Any], job: Any, step: int, report: Report) -> None:
+        """What a job offer says of the cloud: lost (the edge asks it back between steps),
+        and the schedule to return to when it answers."""
+        cloud_ok = bool(offer.get("cloud_ok", True))
+        if not cloud_ok and self.cloud_ok:
+            report.events.append({"step": step, "event": "tier_lost", "tier": "cloud"})
+        self.cloud_ok = cloud_ok
+        if not cloud_ok and offer.get("preferred"):
+            spec = job.spec()
+            self.preferred = Schedule.from_dict(offer["preferred"]).validate(
+                spec.num_units, job.batch_size
+            )
 
     def _tiers_news(self) -> bool:
         """Take the edge's unasked news without waiting; True when the cloud came back."""

@@ -166,6 +166,7 @@ class EdgeServer:
         self.bw_ec = LinkMeter()  # the link to the cloud: real transfers, probes when idle
         board.notes = lambda: {"bw_ec_mbps": self.bw_ec.bandwidth_mbps}  # for the board
         self.cloud_lost_at: float | None = None
+        self.with_cloud: Schedule | None = None  # what the cloud's loss replaced
         self.mirror_ok = job.device_fallback  # whether the board may train alone
         board.adopt = self._same_board
         board.ours = lambda m: str(m.get("board_id")) == self.board_id
@@ -285,8 +286,6 @@ class EdgeServer:
                 0, self.schedule, tier.unit_state(self.schedule.replicated("cloud", n)), {}
             )
         offer = self._offer(0, tier.unit_state(self.schedule.replicated("device", n)), {})
-        if self.cloud_lost_at is not None and self.start_schedule.uses_cloud(n):
-            offer["preferred"] = self.start_schedule.to_dict()  # for when the cloud answers
         board.send({**offer, "plan": self.auto_plan})
         if self.auto_plan:
             self._plan(board, cloud_profile)
@@ -398,7 +397,7 @@ class EdgeServer:
         return True
 
     def _offer(self, step: int, units: dict[str, Any], opt: dict[str, Any]) -> dict[str, Any]:
-        return {
+        offer = {
             "type": "job",
             "job_id": self.job_id,
             "job": self.job_dict,
@@ -410,6 +409,9 @@ class EdgeServer:
             "attempt": self.board_attempt,
             "cloud_ok": self.cloud_lost_at is None,
         }
+        if self.cloud_lost_at is not None and self.with_cloud is not None:
+            offer["preferred"] = self.with_cloud.to_dict()  # the board returns to it
+        return offer
 
     def _snapshot_step(self) -> int:
         return 0 if self.snapshot is None else int(self.snapshot["step"])
@@ -698,6 +700,7 @@ class EdgeServer:
         """Go on without the cloud: roll back to the last snapshot with the cloud's units
         on the edge; the cloud is asked back between steps (see `_probe_cloud`)."""
         self.cloud_lost_at = time.monotonic()
+        self.with_cloud = self.with_cloud or self.schedule
         fallback = without_cloud(self.schedule, self.spec.num_units)
         log.warning(
             "lost the cloud (%s); going on without it from step %d with schedule %s",
@@ -717,6 +720,8 @@ class EdgeServer:
         back): its units move to this edge, and it is asked back between steps (see
         `_probe_cloud`)."""
         self.cloud_lost_at = time.monotonic()
+        if self.schedule.uses_cloud(self.spec.num_units):
+            self.with_cloud = self.with_cloud or self.schedule
         self.schedule = without_cloud(self.schedule, self.spec.num_units)
         log.warning(
             "lost the cloud (%s); going on without it with schedule %s; check the cloud "
@@ -743,7 +748,7 @@ class EdgeServer:
             self._ping_cloud(0.05)
         except PeerLostError:
             return cloud
-        self.cloud_lost_at = None
+        self.cloud_lost_at, self.with_cloud = None, None
         self.observe.tier_returned("cloud")
         log.warning("the cloud answers again; telling board %s it may use it", self.board_id)
         board.send({"type": "tiers", "step": step, "cloud_ok": True})
@@ -753,9 +758,9 @@ class EdgeServer:
         """Ask the cloud whether it is there; PeerLostError when no pong comes in time."""
         assert self.cloud_link is not None
         self.cloud_link.send({"type": "ping", "step": 0})
-        deadline = Deadline(timeout_s)
-        while self.cloud_link.recv(max(0.0, deadline.left()), "pong")["type"] != "pong":
-            pass  # a late reply of an earlier job
+        deadline, wait = Deadline(timeout_s), timeout_s
+        while self.cloud_link.recv(wait, "pong")["type"] != "pong":
+            wait = max(0.0, deadline.left())  # that was a late reply of an earlier job
 
     def _setup_cloud(
         self, step: int, schedule: Schedule, units: dict[str, Any], opt: dict[str, Any]
