@@ -43,7 +43,8 @@ def cmd_emulate(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "emulate",
-        help="run cloud, edge and board in network namespaces with shaped links (root)",
+        help="run cloud, edge and board in network namespaces with shaped links; needs root "
+        "(from a venv: sudo .venv/bin/hiertrain-edge emulate ...)",
     )
     p.add_argument("--scenario", metavar="FILE.toml", help="scenario file or shipped name")
     p.add_argument("--out", metavar="DIR", help="folder for logs, report and emulation.json")
