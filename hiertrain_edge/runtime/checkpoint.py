@@ -50,7 +50,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         blob = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for a bad file
-        raise ConfigError(f"{p} is not a readable checkpoint: {exc}") from exc
+        # torch's first sentence says what broke; the rest is advice for pickles we refuse
+        why = (str(exc).strip().splitlines() or [""])[0].split(". ")[0]
+        raise ConfigError(
+            f"{p} is not a readable checkpoint (truncated, corrupted or not a torch file; "
+            f"{type(exc).__name__}: {why})"
+        ) from exc
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(f"{p} is not a hiertrain-edge checkpoint")
     return blob

@@ -152,7 +152,8 @@ class Board:
             except PeerLostError:
                 if deadline.left() <= 0:
                     raise PeerLostError(
-                        f"no edge answered at {self.edge.name} within {patience_s:g} s"
+                        f"{self.edge.name} did not answer within {patience_s:g} s; check that "
+                        "`hiertrain-edge serve` runs there and that this board can reach it"
                     ) from None
 
     def _join_message(self, n_classes: int, alone_step: int | None = None) -> dict[str, Any]:

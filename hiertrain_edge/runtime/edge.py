@@ -365,13 +365,13 @@ class EdgeServer:
             table.save(self.out_dir / "table.htab")
         log.info(
             "job %s: schedule table of %d schedules built in %.1f s (%d bytes); "
-            "board link %.3g Mbit/s, cloud link %s Mbit/s",
+            "board link %.3g Mbit/s, cloud link %s",
             self.job_id,
             len(table.schedules),
             time.perf_counter() - t0,
             len(blob),
             msg.get("bw_de_mbps") or 0.0,
-            self.bw_ec.bandwidth_mbps,
+            "none" if cloud_profile is None else f"{self.bw_ec.bandwidth_mbps or 0.0:.3g} Mbit/s",
         )
         board.send(
             {
