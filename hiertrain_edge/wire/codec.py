@@ -71,6 +71,13 @@ for _name, _dt in DTYPES.items():
 # Tensor descriptors already built, by (frame index, dtype name, shape): a step sends the
 # same shapes again and again. Cleared when full, so a stream of new shapes stays bounded.
 _DESCRIPTORS_CACHED = 4096
+# Received descriptors already read and found valid, by their bytes: what a descriptor says
+# (dtype, shape, byte order) does not depend on the message it came in, so one seen before
+# is not parsed and checked again; its frame index and its frame's length are still checked
+# in every message. Cleared when full; longer descriptors are never kept.
+_READ_CACHED = 4096
+_READ_MAX_BYTES = 128
+_read: dict[bytes, tuple[Any, ...]] = {}
 
 # Received tensors are views of ZeroMQ frames (or of the caller's bytes); the runtime copies
 # before it writes (weights are copied into parameters), so the warnings would only be noise.
@@ -142,6 +149,50 @@ def encode(msg: dict[str, Any]) -> list[Any]:
     return [header, *buffers]
 
 
+def _read_descriptor(data: bytes, frames: int) -> tuple[Any, ...]:
+    """A tensor descriptor's (frame index, dtype name, shape, element count, byte order,
+    dtype info), checked in the order a hostile one is best refused in: nothing is
+    multiplied before the rank is known to be small.
+
+    Raises:
+        ProtocolError: the descriptor is malformed, or its dtype, frame index (against a
+            message of `frames` frames), shape or byte order is not allowed.
+    """
+    try:
+        index, name, shape, order = msgpack.unpackb(data)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ProtocolError(f"malformed tensor descriptor: {exc}") from exc
+    info = _DECODE.get(name) if isinstance(name, str) else None
+    if info is None:
+        raise ProtocolError(f"dtype {name!r} is not allowed; expected one of {', '.join(DTYPES)}")
+    if not isinstance(index, int) or not 1 <= index < frames:
+        raise ProtocolError(f"tensor frame index {index!r} out of range 1..{frames - 1}")
+    if not isinstance(shape, list):
+        raise ProtocolError(f"tensor shape must be a list of ints >= 0, got {shape!r}")
+    # The rank first: multiplying a hostile header's thousands of 64-bit sizes would
+    # build ever larger integers, seconds of work for one message.
+    if len(shape) > MAX_TENSOR_NDIM:
+        raise ProtocolError(
+            f"tensor shape of {len(shape)} dimensions is too large: at most "
+            f"{MAX_TENSOR_NDIM} dimensions"
+        )
+    count = 1
+    span = 1  # torch's strides multiply every dimension, zeros counted as one
+    for d in shape:
+        if type(d) is not int or d < 0:  # bool is a subclass of int, and not a size
+            raise ProtocolError(f"tensor shape must be a list of ints >= 0, got {shape!r}")
+        count *= d
+        span *= d or 1
+    if order != "<" and order != ">":
+        raise ProtocolError(f"byte order must be '<' or '>', got {order!r}")
+    if span > MAX_TENSOR_ELEMENTS:
+        raise ProtocolError(
+            f"tensor shape {shape} is too large: at most {MAX_TENSOR_NDIM} dimensions "
+            f"spanning at most {MAX_TENSOR_ELEMENTS} elements"
+        )
+    return index, name, shape, count, order, info
+
+
 def writable(t: torch.Tensor) -> torch.Tensor:
     """An owning copy of a decoded tensor, for code that must change it in place."""
     return t.clone()
@@ -173,42 +224,18 @@ def decode(frames: Sequence[Any], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) ->
     def ext_hook(code: int, data: bytes) -> Any:
         if code != _TENSOR_EXT:
             raise ProtocolError(f"unknown msgpack extension type {code}; expected {_TENSOR_EXT}")
-        try:
-            index, name, shape, order = msgpack.unpackb(data)
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
-            raise ProtocolError(f"malformed tensor descriptor: {exc}") from exc
-        info = _DECODE.get(name) if isinstance(name, str) else None
-        if info is None:
-            raise ProtocolError(
-                f"dtype {name!r} is not allowed; expected one of {', '.join(DTYPES)}"
-            )
+        read = _read.get(data)
+        if read is None:
+            read = _read_descriptor(data, len(views))
+            if len(data) <= _READ_MAX_BYTES:
+                if len(_read) >= _READ_CACHED:
+                    _read.clear()
+                _read[data] = read
+        index, name, shape, count, order, info = read
         if not isinstance(index, int) or not 1 <= index < len(views):
             raise ProtocolError(f"tensor frame index {index!r} out of range 1..{len(views) - 1}")
         if used[index]:
             raise ProtocolError(f"tensor frame {index} referenced twice")
-        if not isinstance(shape, list):
-            raise ProtocolError(f"tensor shape must be a list of ints >= 0, got {shape!r}")
-        # The rank first: multiplying a hostile header's thousands of 64-bit sizes would
-        # build ever larger integers, seconds of work for one message.
-        if len(shape) > MAX_TENSOR_NDIM:
-            raise ProtocolError(
-                f"tensor shape of {len(shape)} dimensions is too large: at most "
-                f"{MAX_TENSOR_NDIM} dimensions"
-            )
-        count = 1
-        span = 1  # torch's strides multiply every dimension, zeros counted as one
-        for d in shape:
-            if type(d) is not int or d < 0:  # bool is a subclass of int, and not a size
-                raise ProtocolError(f"tensor shape must be a list of ints >= 0, got {shape!r}")
-            count *= d
-            span *= d or 1
-        if order != "<" and order != ">":
-            raise ProtocolError(f"byte order must be '<' or '>', got {order!r}")
-        if span > MAX_TENSOR_ELEMENTS:
-            raise ProtocolError(
-                f"tensor shape {shape} is too large: at most {MAX_TENSOR_NDIM} dimensions "
-                f"spanning at most {MAX_TENSOR_ELEMENTS} elements"
-            )
         dtype, itemsize, native, swapped, view_as = info
         buf = views[index]
         if count * itemsize != buf.nbytes:

@@ -197,6 +197,35 @@ def test_codec_descriptors_stay_right_past_the_cache(monkeypatch):
         assert_same(out["b"], a) and assert_same(out["a"], b) is None
 
 
+def test_codec_checks_a_known_descriptor_against_every_message(monkeypatch):
+    """A descriptor read once is not parsed again, but its frame index and its frame's
+    length are checked in every message it comes in."""
+    monkeypatch.setattr(codec, "_read", {})
+    header, frame = encode({"type": "t", "x": torch.ones(2, 3)})
+    assert torch.equal(decode([header, frame])["x"], torch.ones(2, 3))
+    assert len(codec._read) == 1
+    with pytest.raises(ProtocolError) as short:
+        decode([header, bytes(20)])
+    assert str(short.value) == "tensor float32[2, 3] needs 24 bytes, frame 1 has 20"
+    with pytest.raises(ProtocolError) as missing:
+        decode([header])
+    assert str(missing.value) == "tensor frame index 1 out of range 1..0"
+    ext = msgpack.unpackb(header)["x"]  # the descriptor, as an ExtType
+    twice = msgpack.packb({"v": PROTOCOL_VERSION, "type": "t", "x": ext, "y": ext})
+    with pytest.raises(ProtocolError) as again:
+        decode([twice, frame])
+    assert str(again.value) == "tensor frame 1 referenced twice"
+
+
+def test_codec_keeps_a_bounded_number_of_read_descriptors(monkeypatch):
+    monkeypatch.setattr(codec, "_read", {})
+    monkeypatch.setattr(codec, "_READ_CACHED", 8)
+    for i in range(20):
+        t = torch.zeros(i + 1)
+        assert torch.equal(decode(encode({"type": "t", "x": t}))["x"], t)
+        assert len(codec._read) <= 8
+
+
 def test_codec_encodes_cleanly_after_a_failed_encode():
     with pytest.raises(ProtocolError):
         encode({"type": "t", "x": torch.ones(3), "y": object()})
