@@ -94,6 +94,12 @@ def _tensor(size: int) -> torch.Tensor:
     return torch.ones(size // 4, dtype=torch.float32)
 
 
+def _bound(listener: Listener) -> str:
+    """The endpoint a listener bound to a free port ("*") got. Fixed ports clashed: they lie
+    in the kernel's range for outgoing ports, where any connection on the host may hold one."""
+    return listener.sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+
+
 def _count(size: int) -> int:
     return max(MIN_MESSAGES, min(MAX_MESSAGES, BUDGET_BYTES // size))
 
@@ -101,9 +107,9 @@ def _count(size: int) -> int:
 # --- 1. throughput ---------------------------------------------------------------------------
 
 
-def _raw_trial(ctx: zmq.Context, port: int, size: int, n: int) -> tuple[float, float]:
+def _raw_trial(ctx: zmq.Context, size: int, n: int) -> tuple[float, float]:
     router = ctx.socket(zmq.ROUTER)
-    router.bind(f"tcp://127.0.0.1:{port}")
+    port = router.bind_to_random_port("tcp://127.0.0.1")
     dealer = ctx.socket(zmq.DEALER)
     dealer.connect(f"tcp://127.0.0.1:{port}")
     payload = bytes(size)
@@ -128,11 +134,11 @@ def _raw_trial(ctx: zmq.Context, port: int, size: int, n: int) -> tuple[float, f
 
 
 def _ours_trial(
-    ctx: zmq.Context, port: int, size: int, n: int, keys: Path | None = None
+    ctx: zmq.Context, size: int, n: int, keys: Path | None = None
 ) -> tuple[float, float]:
     server, client = _curve(keys) if keys else (_security(False), _security(False))
-    listener = Listener(ctx, f"tcp://127.0.0.1:{port}", **server)
-    link = Link(ctx, f"tcp://127.0.0.1:{port}", **client)
+    listener = Listener(ctx, "tcp://127.0.0.1:*", **server)
+    link = Link(ctx, _bound(listener), **client)
     t = _tensor(size)
     link.send({"type": "ready", "step": 0})
     listener.recv(RECV_TIMEOUT_S)
@@ -164,20 +170,16 @@ def throughput(sizes: list[int], trials: int, keys: Path | None) -> list[dict[st
     trials (median, lowest, highest), and the process CPU time per message (both ends,
     ZeroMQ's I/O thread included), which a busy machine disturbs less than wall time."""
     ctx = zmq.Context()
-    port = 47900
     rows = []
     for size in sizes:
         n = _count(size)
         raw, ours = [], []
         for _ in range(trials):  # alternating, so drift in the machine's load hits both
-            port += 1
-            raw.append(_raw_trial(ctx, port, size, n))
-            port += 1
-            ours.append(_ours_trial(ctx, port, size, n))
+            raw.append(_raw_trial(ctx, size, n))
+            ours.append(_ours_trial(ctx, size, n))
         curve = None
         if keys is not None:  # one trial: encryption dominates, noise matters less
-            port += 1
-            curve = _ours_trial(ctx, port, size, n, keys)[0] / 1e6
+            curve = _ours_trial(ctx, size, n, keys)[0] / 1e6
         ratios = [b[0] / a[0] for a, b in zip(raw, ours, strict=True)]
         rows.append(
             {
@@ -199,9 +201,9 @@ def throughput(sizes: list[int], trials: int, keys: Path | None) -> list[dict[st
 # --- 2. per-message overhead -----------------------------------------------------------------
 
 
-def _pingpong_raw(ctx: zmq.Context, port: int, n: int) -> tuple[float, float]:
+def _pingpong_raw(ctx: zmq.Context, n: int) -> tuple[float, float]:
     router = ctx.socket(zmq.ROUTER)
-    router.bind(f"tcp://127.0.0.1:{port}")
+    port = router.bind_to_random_port("tcp://127.0.0.1")
     dealer = ctx.socket(zmq.DEALER)
     dealer.connect(f"tcp://127.0.0.1:{port}")
     payload = bytes(PING_BYTES)
@@ -226,9 +228,9 @@ def _pingpong_raw(ctx: zmq.Context, port: int, n: int) -> tuple[float, float]:
     return elapsed / n, cpu / n
 
 
-def _pingpong_ours(ctx: zmq.Context, port: int, n: int) -> tuple[float, float]:
-    listener = Listener(ctx, f"tcp://127.0.0.1:{port}", **_security(False))
-    link = Link(ctx, f"tcp://127.0.0.1:{port}", **_security(False))
+def _pingpong_ours(ctx: zmq.Context, n: int) -> tuple[float, float]:
+    listener = Listener(ctx, "tcp://127.0.0.1:*", **_security(False))
+    link = Link(ctx, _bound(listener), **_security(False))
     t = _tensor(PING_BYTES)
 
     def echo() -> None:
@@ -257,9 +259,9 @@ def overhead(pings: int, trials: int) -> dict[str, Any]:
     sent, received, decoded and checked once)."""
     ctx = zmq.Context()
     raw, ours = [], []
-    for i in range(trials):
-        raw.append(_pingpong_raw(ctx, 47950 + i, pings))
-        ours.append(_pingpong_ours(ctx, 47970 + i, pings))
+    for _ in range(trials):
+        raw.append(_pingpong_raw(ctx, pings))
+        ours.append(_pingpong_ours(ctx, pings))
     ctx.term()
     wall = [(b[0] - a[0]) / 2 * 1e6 for a, b in zip(raw, ours, strict=True)]
     cpu = [(b[1] - a[1]) / 2 * 1e6 for a, b in zip(raw, ours, strict=True)]
