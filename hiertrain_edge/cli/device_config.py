@@ -10,6 +10,7 @@ the file. Relative paths in the file are taken relative to the file's folder.
     out = "/var/lib/hiertrain-edge/out"
     threads = 4
     test_fraction = 0.2
+    board_id = "greenhouse-7"          # this board's name at the edge (default: host name)
 
     [keys]                             # CurveZMQ keys (see `hiertrain-edge keys generate`)
     secret = "/etc/hiertrain-edge/keys/device.key_secret"   # join --secret-key
@@ -66,6 +67,8 @@ class DeviceConfig(BaseModel):
     out: Path | None = None
     threads: int | None = Field(None, ge=1)
     test_fraction: float = Field(DEFAULT_TEST_FRACTION, ge=0.0, lt=1.0)
+    # Boards flashed from one image share a host name: each needs its own id at the edge.
+    board_id: str | None = Field(None, min_length=1, max_length=64)
     insecure: bool | None = None
     keys: KeyPaths = KeyPaths()
 
@@ -182,6 +185,8 @@ def apply_device_config(
                 f'"HOST[:PORT]" in {where}'
             )
         args.edge = config.edge
+    if getattr(args, "board_id", None) is None and config.board_id is not None:
+        args.board_id = config.board_id
     for name in ("data", "report", "out"):
         value = getattr(config, name)
         if getattr(args, name) is None and value is not None:

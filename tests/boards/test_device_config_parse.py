@@ -165,7 +165,7 @@ def test_config_key_folder_and_insecure_pass_through_to_join(tmp_path):
         (
             'edge_adress = "edge.local"\n',
             "unknown setting 'edge_adress' (accepted: edge, data, report, out, threads, "
-            "test_fraction, insecure, keys)",
+            "test_fraction, board_id, insecure, keys)",
         ),
         (
             '[keys]\nprivate = "a.key"\n',
@@ -210,3 +210,13 @@ def test_config_error_from_the_command_line_is_one_line(tmp_path):
         f"hiertrain-edge join: error: {f}: threads: Input should be greater than or equal "
         "to 1 (got -2)"
     )
+
+
+def test_config_board_id_names_the_board_unless_the_flag_does(tmp_path):
+    f = write(tmp_path, 'edge = "edge.local"\nboard_id = "greenhouse-7"\n')
+    args = join_args("--config", str(f))
+    apply_device_config(args)
+    assert args.board_id == "greenhouse-7"
+    args = join_args("--config", str(f), "--board-id", "pi-2")
+    apply_device_config(args)
+    assert args.board_id == "pi-2"
