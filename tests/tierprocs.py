@@ -23,6 +23,15 @@ def tier_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "hiertrain_edge", *args]
 
 
+def save_train(folder: Path, train) -> Path:
+    """Write `train` as the board's data file (float32 x, as a board loads it)."""
+    import numpy as np
+
+    path = folder / "train.npz"
+    np.savez(path, x=train.x.numpy(), y=train.y.numpy())
+    return path
+
+
 def join_args(edge_at: str, data: Path, out: Path, *extra: str) -> tuple[str, ...]:
     """`join` arguments: a board at `edge_at` (host:port) training on every sample of
     `data`, writing under `out`."""

@@ -7,10 +7,9 @@ import random
 import signal
 import time
 
-import numpy as np
 import pytest
 import torch
-from tierprocs import free_port, join_args, stop, tier_process
+from tierprocs import free_port, join_args, save_train, stop, tier_process
 
 from hiertrain_edge.runtime.checkpoint import load_model_file
 from hiertrain_edge.runtime.demo import write_job_file
@@ -30,9 +29,7 @@ def test_chaos_kill_every_tier_and_resume(tmp_path, mnist, fallback):
     meanwhile and hands its state to the restarted edge, so fewer kills fit in the run."""
     rng = random.Random(11)
     train = mnist.subset(0, 480)
-    data = tmp_path / "train.npz"
-    # float32 x as the board would load it; test_fraction 0 keeps all 96 for training
-    np.savez(data, x=train.x.numpy(), y=train.y.numpy())
+    data = save_train(tmp_path, train)
     settings = {
         # SGD with momentum, whose state moves with every rollback. A low rate: the edge
         # sums two groups' gradients before the board adds its own, an order one process

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import time
 
-import numpy as np
 import torch
 from degrade_checks import LIVENESS_S, SETTINGS, STEPS
-from tierprocs import free_port, join_args, stop, tier_process
+from tierprocs import free_port, join_args, save_train, stop, tier_process
 
 from hiertrain_edge.planning.schedule import Schedule
 from hiertrain_edge.runtime.checkpoint import load_model_file
@@ -21,8 +20,7 @@ from hiertrain_edge.runtime.reference import train_reference
 
 def test_cloud_missing_at_start_then_used(tmp_path, mnist):
     train = mnist.subset(0, 480)
-    data = tmp_path / "train.npz"
-    np.savez(data, x=train.x.numpy(), y=train.y.numpy())
+    data = save_train(tmp_path, train)
     job = write_job_file(tmp_path / "job.toml", SETTINGS)
     cloud_port, edge_port = free_port(), free_port()
     env = {"HIERTRAIN_EDGE_LIVENESS_S": str(LIVENESS_S)}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import signal
 import time
 
-import numpy as np
 import pytest
 from degrade_checks import (
     LIVENESS_S,
@@ -18,7 +17,7 @@ from degrade_checks import (
     check_cloud_lost_and_back,
     wait_for_checkpoints,
 )
-from tierprocs import free_port, join_args, stop, tier_process
+from tierprocs import free_port, join_args, save_train, stop, tier_process
 
 from hiertrain_edge.runtime.demo import write_job_file
 
@@ -26,8 +25,7 @@ from hiertrain_edge.runtime.demo import write_job_file
 @pytest.mark.slow
 def test_degrade_without_cloud_then_readmit(tmp_path, mnist):
     train = mnist.subset(0, 480)
-    data = tmp_path / "train.npz"
-    np.savez(data, x=train.x.numpy(), y=train.y.numpy())
+    data = save_train(tmp_path, train)
     job = write_job_file(tmp_path / "job.toml", SETTINGS)
     cloud_port, edge_port = free_port(), free_port()
     env = {"HIERTRAIN_EDGE_LIVENESS_S": str(LIVENESS_S)}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pytest
 from degrade_checks import (
     LIVENESS_S,
@@ -15,7 +14,7 @@ from degrade_checks import (
     check_cloud_lost_and_back,
     wait_for_checkpoints,
 )
-from tierprocs import join_args, netns_starter, stop, tier_env
+from tierprocs import join_args, netns_starter, save_train, stop, tier_env
 
 from hiertrain_edge.runtime.demo import write_job_file
 
@@ -28,8 +27,7 @@ NETNS_STEPS = 160
 def test_link_cut_without_cloud_then_readmit(tmp_path, mnist, netns_testbed):
     tb = netns_testbed
     train = mnist.subset(0, 480)
-    data = tmp_path / "train.npz"
-    np.savez(data, x=train.x.numpy(), y=train.y.numpy())
+    data = save_train(tmp_path, train)
     # Steps over veth and CurveZMQ are slow enough that fewer leave the cloud time to return.
     job = write_job_file(tmp_path / "job.toml", {**SETTINGS, "steps": NETNS_STEPS})
     env = tier_env({"HIERTRAIN_EDGE_LIVENESS_S": str(LIVENESS_S)})

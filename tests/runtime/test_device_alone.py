@@ -8,10 +8,9 @@ import signal
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from tierprocs import free_port, join_args, stop, tier_process
+from tierprocs import free_port, join_args, save_train, stop, tier_process
 
 from hiertrain_edge.planning.schedule import Schedule, device_only
 from hiertrain_edge.runtime.checkpoint import load_model_file
@@ -50,8 +49,7 @@ def _run_with_outage(tmp_path: Path, mnist, outage: str) -> dict:
     """Train with a cloud, an edge and a board; mid-run the edge is killed and restarted
     (`outage` "kill") or frozen past the liveness bound and thawed ("stop")."""
     train = mnist.subset(0, 480)
-    data = tmp_path / "train.npz"
-    np.savez(data, x=train.x.numpy(), y=train.y.numpy())
+    data = save_train(tmp_path, train)
     job = write_job_file(tmp_path / "job.toml", SETTINGS)
     cloud_port, edge_port = free_port(), free_port()
     env = {"HIERTRAIN_EDGE_LIVENESS_S": str(LIVENESS_S)}

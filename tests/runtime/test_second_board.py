@@ -6,8 +6,7 @@ import json
 import subprocess
 import time
 
-import numpy as np
-from tierprocs import free_port, join_args, stop, tier_process
+from tierprocs import free_port, join_args, save_train, stop, tier_process
 
 from hiertrain_edge.runtime.demo import write_job_file
 
@@ -24,8 +23,7 @@ SETTINGS = {
 
 def test_second_board_is_turned_away_and_the_first_goes_on(tmp_path, mnist):
     train = mnist.subset(0, 480)
-    data = tmp_path / "train.npz"
-    np.savez(data, x=train.x.numpy(), y=train.y.numpy())
+    data = save_train(tmp_path, train)
     job = write_job_file(tmp_path / "job.toml", SETTINGS)
     edge_at = f"127.0.0.1:{free_port()}"
     report = tmp_path / "report.json"
