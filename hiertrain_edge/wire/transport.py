@@ -7,8 +7,6 @@ a timeout, so no tier hangs forever on a silent peer.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import math
 import os
@@ -53,35 +51,6 @@ _MAX_POLL_MS = 2**31 - 1  # one zmq_poll at most (its timeout is an int of ms); 
 FAST_WAIT_S = 0.25
 _SRCFD = 2  # zmq_msg_get's ZMQ_SRCFD: the descriptor of the connection a message came on
 _LOST_KEPT = 64  # dropped peers remembered until a wait for them reports the drop
-# glibc's malloc settings for received frames (mallopt, see _keep_freed_frames).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-TRIM_THRESHOLD_BYTES = 64 << 20  # freed memory a heap keeps at its top before returning it
-MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's own ceiling for the threshold it raises by itself
-_malloc_set = False
-
-
-def _keep_freed_frames() -> None:
-    """Let glibc keep freed message buffers for the next ones, once per process.
-
-    ZeroMQ's I/O thread allocates every received frame with malloc. When a few large ones
-    were queued and are freed together, glibc gives the top of its heap back to the system
-    (its trim threshold follows the largest buffer, 2 MiB for 1 MiB frames), and the next
-    frames are written into fresh pages: page faults and cold caches that cost a 1 MiB
-    message about 100 us of CPU on the test machine. Keeping up to TRIM_THRESHOLD_BYTES
-    at the top of a heap avoids that; buffers up to MMAP_THRESHOLD_BYTES come from the
-    heap, as glibc's own adjustment would put them. Other C libraries are left alone.
-    """
-    global _malloc_set
-    if _malloc_set:
-        return
-    _malloc_set = True
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-    mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
 
 
 def endpoint(host: str, default_port: int) -> str:
@@ -102,7 +71,6 @@ class _Socket:
     """Shared send/receive with limits; subclasses choose bind or connect."""
 
     def __init__(self, sock: zmq.Socket, where: str, max_bytes: int) -> None:
-        _keep_freed_frames()
         self.sock = sock
         self.where = where
         self.max_bytes = max_bytes

@@ -11,7 +11,6 @@ import torch
 import zmq
 
 from hiertrain_edge.errors import PeerLostError, ProtocolError
-from hiertrain_edge.wire import transport
 from hiertrain_edge.wire.codec import ZERO_COPY_MIN_BYTES, decode, encode
 from hiertrain_edge.wire.transport import FAST_WAIT_S, LIVENESS_S, Link, Listener
 
@@ -219,18 +218,3 @@ def test_transport_does_not_wait_for_a_stranger_that_never_spoke():
         stranger.close(linger=0)
         listener.close()
         ctx.term()
-
-
-def test_transport_sets_glibc_to_keep_freed_frames_once(monkeypatch):
-    calls = []
-
-    class FakeLibc:
-        def mallopt(self, option: int, value: int) -> int:
-            calls.append((option, value))
-            return 1
-
-    monkeypatch.setattr(transport, "_malloc_set", False)
-    monkeypatch.setattr(transport.ctypes, "CDLL", lambda name: FakeLibc())
-    transport._keep_freed_frames()
-    transport._keep_freed_frames()
-    assert calls == [(-3, 32 << 20), (-1, 64 << 20)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
