@@ -608,10 +608,7 @@ class EdgeServer:
         handed, cloud_failed = False, False
         while True:
             try:
-                # Only a newer state than our snapshot: a board (or a second process under
-                # its id) that trained alone from an older one would undo steps.
-                alone = join.get("alone_step")
-                if alone is not None and not handed and int(alone) > self._snapshot_step():
+                if join.get("alone_step") is not None and not handed:
                     self._take_handover(board, join)
                     handed = True
                 return self._restore(board, self.snapshot, self.schedule, rejoin=True)
@@ -667,6 +664,18 @@ class EdgeServer:
                 sorted(units, key=int),
                 sorted(opt, key=int),
                 n - 1,
+                self._snapshot_step(),
+            )
+            return
+        if step <= self._snapshot_step():
+            # Older than ours (the join that asked may have waited in a queue; or a second
+            # process runs under this board's id): taking it would undo steps.
+            log.warning(
+                "board %s handed over its state at step %d, not newer than this edge's "
+                "snapshot at step %d; resuming from step %d",
+                self.board_id,
+                step,
+                self._snapshot_step(),
                 self._snapshot_step(),
             )
             return
