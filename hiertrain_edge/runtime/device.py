@@ -208,11 +208,11 @@ class Board:
         offer = self._join(JOIN_TIMEOUT_S)
         job, tier, steps, step = self._take_offer(offer)
         spec = tier.spec
+        report = Report(schedule=tier.schedule.to_dict())
+        self._cloud_news(offer, job, step, report)  # before the table's own cloud_ok
         if offer.get("plan"):
             self._get_table(spec, job, steps, tier.schedule)
         self.edge.interrupts = ("rollback",)
-        report = Report(schedule=tier.schedule.to_dict())
-        self._cloud_news(offer, job, step, report)
         order = BatchOrder(len(self.train), job.batch_size, job.seed)
         progress = Progress(steps)
         t_run = time.perf_counter()

@@ -278,6 +278,8 @@ class EdgeServer:
                     cloud_profile = self._once("cloud", self._cloud_profile)
             except PeerLostError as exc:  # not there (yet): start without it, ask it back later
                 self._without_cloud(exc)
+                if self.auto_plan:  # the start schedule is a placeholder, not one to return to
+                    self.with_cloud = None
         if self.cloud_lost_at is not None:  # also when the board asked again meanwhile
             self.schedule = without_cloud(self.start_schedule, n)
         tier = TierSlice("edge", self.spec, self.job, self.schedule)

@@ -1,5 +1,6 @@
 """A cloud that is not there when the job starts: the edge starts without it, asks it back
-between steps, and the board takes the cloud's schedule once it answers."""
+between steps, and the board takes the cloud's schedule once it answers; a job the edge
+plans is planned without the cloud."""
 
 from __future__ import annotations
 
@@ -75,3 +76,30 @@ def test_cloud_missing_at_start_then_used(tmp_path, mnist):
     for key, want in reference.items():
         err = float((hybrid["state"][key] - want).norm() / want.norm())
         assert err <= 1e-5, f"{key}: relative error {err:.2e}"
+
+
+def test_planned_job_with_the_cloud_missing_plans_without_it(tmp_path, mnist):
+    data = save_train(tmp_path, mnist.subset(0, 480))
+    settings = {"model": "small_cnn", "batch_size": 32, "steps": 30}  # no schedule: planned
+    job = write_job_file(tmp_path / "job.toml", settings)
+    edge_at, report = f"127.0.0.1:{free_port()}", tmp_path / "report.json"
+    edge = tier_process(
+        *("serve", "--job", str(job), "--listen", f"tcp://{edge_at}", "--once"),
+        *("--cloud", f"127.0.0.1:{free_port()}", "--threads", "1"),  # nothing listens there
+        log=tmp_path / "edge.log",
+    )
+    board = tier_process(
+        *join_args(edge_at, data, tmp_path / "device", "--report", str(report)),
+        *("--threads", "1"),
+        log=tmp_path / "device.log",
+    )
+    try:
+        assert board.wait(timeout=300) == 0
+    finally:
+        stop(board)
+        stop(edge)
+    run = json.loads(report.read_text())
+    assert run["events"] == [{"step": 0, "event": "tier_lost", "tier": "cloud"}]
+    assert len(run["iterations"]) == 30
+    used = {Schedule.from_dict(c["to_schedule"]) for c in run["schedule_changes"]}
+    assert not any(s.uses_cloud(6) for s in used | {Schedule.from_dict(run["schedule"])})
