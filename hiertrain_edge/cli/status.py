@@ -77,9 +77,10 @@ def render_status(st: dict[str, Any], where: str) -> str:
     )
     cloud = st.get("cloud") or {}
     reason = f" ({cloud['reason']})" if cloud.get("reason") else ""
-    rows.append(
-        ("cloud", f"{cloud.get('address') or 'none'}: {cloud.get('state', 'n/a')}{reason}")
-    )
+    if cloud.get("address"):
+        rows.append(("cloud", f"{cloud['address']}: {cloud.get('state', 'n/a')}{reason}"))
+    else:
+        rows.append(("cloud", "none (this edge runs without --cloud)"))
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
 

@@ -57,6 +57,12 @@ def test_render_status_shows_every_row():
     assert lines[-1] == "no warnings"
 
 
+def test_render_status_of_an_edge_without_a_cloud():
+    snapshot = {**SNAPSHOT, "cloud": {"address": None, "state": "none"}}
+    lines = render_status(snapshot, "tcp://edge:47811").splitlines()
+    assert "cloud      none (this edge runs without --cloud)" in lines
+
+
 def test_status_listen_follows_the_board_endpoint():
     assert status_listen(None, "tcp://*:47810") == "tcp://*:47811"
     assert status_listen(None, "tcp://127.0.0.1:5000") == "tcp://127.0.0.1:47811"
