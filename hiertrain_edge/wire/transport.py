@@ -102,9 +102,17 @@ class _Socket:
         sent = 0
         # Frame by frame rather than send_multipart: the same calls without its per-frame
         # checks, which cost more than the send itself for a small message.
-        for i, f in enumerate(frames):
-            sent += len(f) if type(f) is bytes else memoryview(f).nbytes
-            sock.send(f, zmq.SNDMORE if i < last else 0, copy=False)
+        try:
+            for i, f in enumerate(frames):
+                sent += len(f) if type(f) is bytes else memoryview(f).nbytes
+                sock.send(f, zmq.SNDMORE if i < last else 0, copy=False)
+        except zmq.Again:  # a link's send timed out: no connection to send on
+            if self.watch is not None:
+                self.watch.check()  # a refused handshake raises PeerRefusedError here
+            raise PeerLostError(
+                f"could not send to {self.where} within {LIVENESS_S:g} s: no connection "
+                "(the peer is not running, not reachable, or refusing this tier)"
+            ) from None
         self.bytes_sent += sent
 
     def _recv_frames(
@@ -256,6 +264,9 @@ class Link(_Socket):
             sock, address, server=False, curve=curve, own_key=security and security.public_key
         )
         self._drops = 0  # the link's connection dropped (its one peer went away) this often
+        # A send blocks only while no connection exists (e.g. after a refused handshake,
+        # between reconnects): bounded, so a refused tier says so instead of hanging.
+        sock.setsockopt(zmq.SNDTIMEO, int(LIVENESS_S * 1000))
         try:
             sock.connect(address)
         except zmq.ZMQError as exc:
