@@ -236,7 +236,7 @@ class Mailbox:
         while True:
             left = deadline.left()
             if left <= 0:
-                raise PeerLostError(f"no {what} from {self.name} within {timeout_s:g} s")
+                raise PeerLostError(f"no {what} from {self.name} within {timeout_s:.3g} s")
             try:
                 msg = self._recv(left, what)
             except TransportError as exc:

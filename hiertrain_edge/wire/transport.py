@@ -179,7 +179,9 @@ class _Socket:
                 dropped = ""
                 if self.last_rejection is not None:
                     dropped = f" (dropped {self.rejected} invalid; last: {self.last_rejection})"
-                raise PeerLostError(f"no {what} from {self.where} within {timeout_s:g} s{dropped}")
+                raise PeerLostError(
+                    f"no {what} from {self.where} within {timeout_s:.3g} s{dropped}"
+                )
             timeout_ms = min(math.ceil(left * 1e3), _MAX_POLL_MS)
             if watch is None:
                 sock.poll(timeout_ms, zmq.POLLIN)
