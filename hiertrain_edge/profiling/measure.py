@@ -499,6 +499,19 @@ def memory_budget_bytes() -> int:
     return budget
 
 
+def busy_host_warning(threads: int, load: float, cores: int) -> str | None:
+    """Why a profile taken with `threads` torch threads on a host this busy is too slow,
+    or None. Threads of one operator wait for each other: on a 2-core host with other work
+    running, a 2-thread profile came out 19x slower than the tier really trains."""
+    if threads <= 1 or load + threads <= cores + 0.5:
+        return None
+    return (
+        f"profiling with {threads} torch threads while this host's load average is "
+        f"{load:.1f} on {cores} cores: threads that wait on each other make the profile "
+        f"too slow; profile with --threads 1, or when the host is quiet"
+    )
+
+
 def measure_profile(
     spec: ModelSpec,
     batch_size: int,
@@ -514,6 +527,9 @@ def measure_profile(
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     if threads:
         torch.set_num_threads(threads)
+    warning = busy_host_warning(torch.get_num_threads(), os.getloadavg()[0], os.cpu_count() or 1)
+    if warning:
+        log.warning(warning)
     t0 = time.perf_counter()
     clock = Clock(cpu_share(), torch.get_num_threads())
     units = measure_units(spec, batch_size, repeats, min_block_s, clock)
