@@ -23,6 +23,12 @@ twice per byte, on a core that also computes. The order of work is the runtime's
     cloud:  wait `step`; for each cloud-bound group: wait `fwd`, forward and backward
             [c2, N), send `bwd`; send `grads`; optimizer; wait `weights`
 
+With `Checkpoints`, every `every`-th step also starts with the snapshot: the board and the
+cloud send the edge the units they own (weights, buffers, optimizer state), the edge copies
+its own and, when the board may train alone, mirrors every unit the board does not own to
+it. A step is priced at 1/`every` of that traffic and work (the mean over a run, not one
+step's: the snapshot step itself is `every` times longer).
+
 A step's time is when the last tier is done. Every quantity is affine in the group
 sizes, joined by max and +, so the same code runs on floats or on numpy arrays of
 candidate sizes (the planner's vectorised search), and the step time is a convex,
@@ -88,6 +94,26 @@ class Links:
     def bytes_per_s(self) -> tuple[float, float, float, float]:
         mbps = (self.de_mbps, self.ed_mbps, self.ec_mbps, self.ce_mbps)
         return tuple(m * 1e6 / BITS_PER_BYTE for m in mbps)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """The job's periodic snapshot, which the cost model prices per step.
+
+    `opt_copies` is how many tensors of a parameter's size its optimizer keeps (SGD with
+    momentum 1, Adam 2, plain SGD 0); `mirror` says whether the edge mirrors the units the
+    board does not own to it (the job's `device_fallback`).
+    """
+
+    every: int
+    opt_copies: int = 1
+    mirror: bool = True
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise ConfigError(f"checkpoint interval must be >= 1 step, got {self.every}")
+        if self.opt_copies < 0:
+            raise ConfigError(f"optimizer state copies must be >= 0, got {self.opt_copies}")
 
 
 @dataclass(frozen=True)
@@ -184,17 +210,38 @@ class CostModel:
     facts: ModelFacts
     tiers: dict[str, TierCosts]
     links: Links
+    checkpoints: Checkpoints | None = None  # None: snapshots are not priced
     _rep_cache: dict[frozenset, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(
-        cls, spec: ModelSpec | ModelFacts, profiles: dict[str, TierProfile], links: Links
+        cls,
+        spec: ModelSpec | ModelFacts,
+        profiles: dict[str, TierProfile],
+        links: Links,
+        checkpoints: Checkpoints | None = None,
     ) -> CostModel:
         facts = spec if isinstance(spec, ModelFacts) else model_facts(spec)
         missing = [t for t in TIERS if t not in profiles]
         if missing:
             raise ConfigError(f"no profile for tier(s) {', '.join(missing)}; need {TIERS}")
-        return cls(facts, {t: tier_costs(profiles[t], facts) for t in TIERS}, links)
+        return cls(facts, {t: tier_costs(profiles[t], facts) for t in TIERS}, links, checkpoints)
+
+    def with_links(self, links: Any) -> CostModel:
+        """The same model and tiers on other links."""
+        return CostModel(self.facts, self.tiers, links, self.checkpoints)
+
+    def snapshot_bytes(self, cuts: frozenset[tuple[int, int]]) -> dict[str, float]:
+        """Bytes per step, at 1/`every`, of each tier's part of the snapshot (the units it
+        owns: weights, buffers, optimizer state) and of the mirror the edge sends the
+        board; all 0 without checkpoints."""
+        ck = self.checkpoints
+        if ck is None:
+            return {"device": 0.0, "edge": 0.0, "cloud": 0.0, "mirror": 0.0}
+        state = self.replication(cuts)["owned_state_bytes"]
+        per = {t: (state[t][0] + ck.opt_copies * state[t][1]) / ck.every for t in TIERS}
+        per["mirror"] = per["edge"] + per["cloud"] if ck.mirror else 0.0
+        return per
 
     @property
     def num_units(self) -> int:
@@ -215,15 +262,19 @@ class CostModel:
         sched = Schedule(tuple(_group(1, c) for c in sorted(cuts)))
         p, buf = self.facts.param_bytes, self.facts.buffer_bytes
         owned = {t: 0 for t in TIERS}
+        owned_state = {t: 0 for t in TIERS}
         held = {t: 0 for t in TIERS}
         for u in range(n):
             owned[sched.owner(u, n)] += p[u]
+            owned_state[sched.owner(u, n)] += p[u] + buf[u]
         for t in TIERS:
             for u in sched.units_on(t, n) | {u for u in range(n) if sched.owner(u, n) == t}:
                 held[t] += p[u] + buf[u]
         rep = {t: sched.replicated(t, n) for t in ("device", "cloud")}
         out = {
             "owned_param_bytes": owned,
+            # a snapshot's part per owner: (weights and buffers, parameters alone)
+            "owned_state_bytes": {t: (owned_state[t], owned[t]) for t in TIERS},
             "held_bytes": held,
             "rep_units": rep,
             # grads message: one gradient per parameter plus the buffers
@@ -291,10 +342,13 @@ class CostModel:
             """One end's share of a message's CPU cost: fixed plus per byte."""
             return (tier.message_s + tier.wire_s_per_byte * (nbytes + HEADER_BYTES)) / 2
 
-        def send(clock: Any, li: int, nbytes: Any, label: str) -> tuple[Any, Any]:
+        def send(
+            clock: Any, li: int, nbytes: Any, label: str, share: float = 1.0
+        ) -> tuple[Any, Any]:
             """Sender pays half the message cost, the link carries it; returns the sender's
-            new clock and the arrival time."""
-            t = clock + half_cost(src_of[li], nbytes)
+            new clock and the arrival time. A message of every k-th step is sent with
+            `share` 1/k: its costs and its time on the link are priced at that share."""
+            t = clock + share * half_cost(src_of[li], nbytes)
             note(LINK_TIER[li], clock, t, f"send {label}")
             if bps[li] <= 0:
                 # A link that is down carries no data; a bare control message (`step`)
@@ -302,16 +356,22 @@ class CostModel:
                 control = isinstance(nbytes, (int, float)) and nbytes == 0
                 return t, (t + lat[li] if control else math.inf)
             start = mx(t, free[li])
-            end = start + (nbytes + HEADER_BYTES) / bps[li]
+            end = start + share * (nbytes + HEADER_BYTES) / bps[li]
             free[li] = end
             note(LINKS[li], start, end, label)
             return t, end + lat[li]
 
         def recv(
-            clock: Any, tier: TierCosts, arrival: Any, nbytes: Any, res: str, label: str
+            clock: Any,
+            tier: TierCosts,
+            arrival: Any,
+            nbytes: Any,
+            res: str,
+            label: str,
+            share: float = 1.0,
         ) -> Any:
             t = mx(clock, arrival)
-            end = t + half_cost(tier, nbytes)
+            end = t + share * half_cost(tier, nbytes)
             note(res, t, end, f"recv {label}")
             return end
 
@@ -341,10 +401,21 @@ class CostModel:
         arr_fwd_c: dict[int, Any] = {}
         arr_bwd_e: dict[int, Any] = {}
         arr_bwd_d: dict[int, Any] = {}
+        # The snapshot: sent as whole messages every k-th step, priced at 1/k per step.
+        snap = self.snapshot_bytes(frozenset(cuts))
+        if bps[0] <= 0:  # a board cut off from its edge trains alone and sends no snapshot
+            snap["device"] = 0.0
+        every = self.checkpoints.every if self.checkpoints is not None else 1
+        share = 1.0 / every
 
-        # Device, part 1: `step`, forward of offloaded groups, local groups.
+        # Device, part 1: `step`, its snapshot part, forward of offloaded groups, local groups.
         dev: Any = 0.0
         dev, arr_step = send(dev, 0, 0, "step")
+        if snap["device"]:
+            if self.checkpoints is not None and self.checkpoints.mirror:
+                # kept to be joined with the mirror
+                dev = work(dev, D.copy_s_per_byte * snap["device"], "device", "keep own units")
+            dev, arr_snap_d = send(dev, 0, snap["device"] * every, "snapshot", share)
         for i in order:
             (c1, _), n = cuts[i], ns[i]
             if c1 > 0:
@@ -358,6 +429,20 @@ class CostModel:
         edge: Any = recv(0.0, E, arr_step, 0, "edge", "step")
         if uses_cloud:
             edge, arr_step_c = send(edge, 2, 0, "step")
+        cloud: Any = 0.0
+        if uses_cloud:
+            cloud = recv(cloud, C, arr_step_c, 0, "cloud", "step")
+        if snap["cloud"]:
+            cloud, arr_snap_c = send(cloud, 3, snap["cloud"] * every, "snapshot", share)
+        # Edge: gather the snapshot (board's part, cloud's part, a copy of its own), mirror.
+        if snap["device"]:
+            edge = recv(edge, E, arr_snap_d, snap["device"] * every, "edge", "snapshot", share)
+        if snap["cloud"]:
+            edge = recv(edge, E, arr_snap_c, snap["cloud"] * every, "edge", "snapshot", share)
+        if snap["edge"]:
+            edge = work(edge, E.copy_s_per_byte * snap["edge"], "edge", "copy own snapshot")
+        if snap["mirror"]:
+            edge, arr_mirror = send(edge, 1, snap["mirror"] * every, "mirror", share)
         for i in order:
             (c1, c2), n = cuts[i], ns[i]
             edge = recv(edge, E, arr_fwd[i], fwd_bytes(n, c1), "edge", f"fwd g{i}")
@@ -371,9 +456,6 @@ class CostModel:
                 edge, arr_bwd_d[i] = send(edge, 1, bwd_bytes(n, c1), f"bwd g{i}")
 
         # Cloud: each cloud-bound group to the loss and back, then its replicas.
-        cloud: Any = 0.0
-        if uses_cloud:
-            cloud = recv(cloud, C, arr_step_c, 0, "cloud", "step")
         for i in cloud_ids:
             (_, c2), n = cuts[i], ns[i]
             cloud = recv(cloud, C, arr_fwd_c[i], fwd_bytes(n, c2), "cloud", f"fwd g{i}")
@@ -428,6 +510,11 @@ class CostModel:
         if rep_c:
             cloud = recv(cloud, C, arr_w_c, rep["weights_bytes"]["cloud"], "cloud", "weights")
             cloud = work(cloud, C.copy_s_per_byte * rep["weights_bytes"]["cloud"], "cloud", "load")
+        # The board takes the mirror (queued on its link ahead of the step's `bwd`) and
+        # keeps a copy of it.
+        if snap["mirror"]:
+            dev = recv(dev, D, arr_mirror, snap["mirror"] * every, "device", "mirror", share)
+            dev = work(dev, D.copy_s_per_byte * snap["mirror"], "device", "keep mirror")
         return mx(mx(dev, edge), cloud)
 
     # --- schedules ----------------------------------------------------------------------
@@ -462,12 +549,13 @@ def predict(
     spec: ModelSpec | ModelFacts,
     profiles: dict[str, TierProfile],
     links: Links,
+    checkpoints: Checkpoints | None = None,
 ) -> float:
     """Predicted seconds of one step of `schedule`; inf when a link it needs is down.
 
     Raises ScheduleError when the schedule does not fit the model.
     """
-    model = CostModel.build(spec, profiles, links)
+    model = CostModel.build(spec, profiles, links, checkpoints)
     if not isinstance(schedule, Schedule):
         raise ScheduleError(f"expected a Schedule, got {type(schedule).__name__}")
     return model.predict(schedule)
@@ -478,6 +566,7 @@ def timeline(
     spec: ModelSpec | ModelFacts,
     profiles: dict[str, TierProfile],
     links: Links,
+    checkpoints: Checkpoints | None = None,
 ) -> tuple[float, list[Event]]:
     """The predicted step as (seconds, busy intervals per tier and link direction)."""
-    return CostModel.build(spec, profiles, links).timeline(schedule)
+    return CostModel.build(spec, profiles, links, checkpoints).timeline(schedule)

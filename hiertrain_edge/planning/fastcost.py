@@ -98,6 +98,13 @@ class FastCost:
         lat = (model.links.de_latency_s, model.links.ec_latency_s)
         self.lat = (lat[0], lat[0], lat[1], lat[1])
         self.src = (0, 1, 1, 2)  # the tier that sends on each link: device, edge, edge, cloud
+        ck = model.checkpoints
+        self.every = ck.every if ck is not None else 1
+        # A unit's part of a snapshot: weights, buffers, optimizer state (0: not priced).
+        self.snap_unit = (
+            (self.state + ck.opt_copies * self.param) / ck.every if ck is not None else np.zeros(N)
+        )
+        self.mirror = ck is not None and ck.mirror
 
     # --- replicas --------------------------------------------------------------------
 
@@ -122,6 +129,7 @@ class FastCost:
             "grads_d": rep_d @ self.state,
             "grads_c": rep_c @ self.state,
             "owned": [own @ self.param for own in (own_d, own_e, own_c)],
+            "snap": [own @ self.snap_unit for own in (own_d, own_e, own_c)],
             "held": [
                 (run | own) @ self.state
                 for run, own in ((run_d, own_d), (run_e, own_e), (run_c, own_c))
@@ -176,29 +184,30 @@ class FastCost:
         cl, ed, lo, off = ([_uniform(m) for m in ms] for ms in (cl, ed, lo, off))
         uses_cloud = _uniform(uses_cloud)
 
-        def send(clock, li, on, nbytes, *args):
+        def send(clock, li, on, nbytes, *args, share=1.0):
             """(sender's clock, arrival) of a message sent where `on` holds; its size is
-            `nbytes`, or `nbytes(*args)` when arguments are given (computed only if sent)."""
+            `nbytes`, or `nbytes(*args)` when arguments are given (computed only if sent);
+            priced at `share` (cost.py's send)."""
             if on is False:
                 return clock, clock  # no message: the arrival is never read
             nbytes = nbytes(*args) if args else nbytes
-            t = clock + self.tiers[self.src[li]].half_cost(nbytes)
+            t = clock + share * self.tiers[self.src[li]].half_cost(nbytes)
             if bps[li] <= 0:
                 # cost.py: only a bare control message (0 bytes) crosses a down link.
                 arrival = np.where(np.asarray(nbytes) == 0, t + lat[li], math.inf)
             else:
                 start = np.maximum(t, free[li])
-                end = start + (nbytes + HEADER_BYTES) / bps[li]
+                end = start + share * (nbytes + HEADER_BYTES) / bps[li]
                 free[li] = end if on is True else np.where(on, end, free[li])
                 arrival = end + lat[li]
             return (t if on is True else np.where(on, t, clock)), arrival
 
-        def recv(clock, tier, arrival, on, nbytes, *args):
+        def recv(clock, tier, arrival, on, nbytes, *args, share=1.0):
             """The receiver's clock after taking a message of `nbytes` (or `nbytes(*args)`)."""
             if on is False:
                 return clock
             nbytes = nbytes(*args) if args else nbytes
-            end = np.maximum(clock, arrival) + tier.half_cost(nbytes)
+            end = np.maximum(clock, arrival) + share * tier.half_cost(nbytes)
             return end if on is True else np.where(on, end, clock)
 
         def work(clock, on, dur, *args):
@@ -213,8 +222,18 @@ class FastCost:
         zero = np.zeros(shape)
         arr_fwd, arr_fwd_c, arr_bwd_e, arr_bwd_d = {}, {}, {}, {}
 
-        # Device, part 1: `step`, forward of offloaded groups, local groups.
+        # The snapshot's parts per step (cost.py): whole messages priced at 1/every.
+        every, share = self.every, 1.0 / self.every
+        snap_d, snap_e, snap_c = (v[:, None] for v in rep["snap"])
+        mirror = snap_e + snap_c if self.mirror else np.zeros_like(snap_e)
+        has_d, has_c, has_m = (_uniform(v > 0) for v in (snap_d, snap_c, mirror))
+        if bps[0] <= 0:  # cost.py: a board cut off from its edge sends no snapshot
+            has_d = False
+
+        # Device, part 1: `step`, its snapshot part, forward of offloaded groups, local groups.
         dev, arr_step = send(zero, 0, True, 0)
+        dev = work(dev, has_d if self.mirror else False, D.per_byte, D.copy_s_per_byte, snap_d)
+        dev, arr_snap_d = send(dev, 0, has_d, snap_d * every, share=share)
         for i in range(G):
             a, n = a_col[i], ns[i]
             dev = work(dev, off[i], D.fwd, 0, a, n)
@@ -226,6 +245,12 @@ class FastCost:
         # Edge, part 1: `step`, then each offloaded group as it arrives.
         edge = recv(zero, E, arr_step, True, 0)
         edge, arr_step_c = send(edge, 2, uses_cloud, 0)
+        cloud = recv(zero, C, arr_step_c, uses_cloud, 0)
+        cloud, arr_snap_c = send(cloud, 3, has_c, snap_c * every, share=share)
+        edge = recv(edge, E, arr_snap_d, has_d, snap_d * every, share=share)
+        edge = recv(edge, E, arr_snap_c, has_c, snap_c * every, share=share)
+        edge = work(edge, _uniform(snap_e > 0), E.per_byte, E.copy_s_per_byte, snap_e)
+        edge, arr_mirror = send(edge, 1, has_m, mirror * every, share=share)
         for i in range(G):
             a, b, n = a_col[i], b_col[i], ns[i]
             edge = recv(edge, E, arr_fwd[i], off[i], self._fwd_bytes, n, a)
@@ -235,7 +260,6 @@ class FastCost:
             edge, arr_bwd_d[i] = send(edge, 1, ed[i], self._bwd_bytes, n, a)
 
         # Cloud: each cloud-bound group to the loss and back, then its replicas.
-        cloud = recv(zero, C, arr_step_c, uses_cloud, 0)
         for i in range(G):
             b, n = b_col[i], ns[i]
             cloud = recv(cloud, C, arr_fwd_c[i], cl[i], self._fwd_bytes, n, b)
@@ -274,6 +298,9 @@ class FastCost:
         dev = work(dev, rep_d, D.per_byte, D.copy_s_per_byte, grads_d)
         cloud = recv(cloud, C, arr_w_c, rep_c, grads_c)
         cloud = work(cloud, rep_c, C.per_byte, C.copy_s_per_byte, grads_c)
+        # The board takes the mirror and keeps a copy of it.
+        dev = recv(dev, D, arr_mirror, has_m, mirror * every, share=share)
+        dev = work(dev, has_m, D.per_byte, D.copy_s_per_byte, mirror)
         return np.maximum(np.maximum(dev, edge), cloud)
 
     def _fwd_bytes(self, n, cut):

@@ -55,7 +55,7 @@ import numpy as np
 
 from hiertrain_edge.errors import ConfigError, ScheduleError
 from hiertrain_edge.models import ModelSpec
-from hiertrain_edge.planning.cost import LABEL_BYTES, LINKS, CostModel, Links
+from hiertrain_edge.planning.cost import LABEL_BYTES, LINKS, Checkpoints, CostModel, Links
 from hiertrain_edge.planning.fastcost import LOCAL, FastCost, pair_class
 from hiertrain_edge.planning.schedule import Group, Schedule
 from hiertrain_edge.profiling.measure import ModelFacts
@@ -597,16 +597,18 @@ def plan(
     links: Links,
     batch_size: int,
     memory_budgets: dict[str, int] | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> Plan:
     """The fastest schedule the planner finds for one step of `batch_size` samples.
 
-    `memory_budgets` (bytes per tier) override the profiles' budgets. The search has a
+    `memory_budgets` (bytes per tier) override the profiles' budgets; `checkpoints` prices
+    the job's periodic snapshot in every step (see cost.py). The search has a
     fixed, small number of rounds, so it needs no time budget. Raises ScheduleError when
     no schedule fits memory and the links, ConfigError on bad inputs.
     """
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-    model = CostModel.build(spec, profiles, links)  # unit sizes and FLOPs: cached per model
+    model = CostModel.build(spec, profiles, links, checkpoints)  # sizes, FLOPs: cached
     if memory_budgets:
         model = _with_budgets(model, memory_budgets)
     t0 = time.perf_counter()
@@ -672,7 +674,7 @@ def _with_budgets(model: CostModel, budgets: dict[str, int]) -> CostModel:
         if budget <= 0:
             raise ConfigError(f"memory budget of the {tier} must be > 0 bytes, got {budget}")
         tiers[tier] = replace(tiers[tier], memory_budget_bytes=int(budget))
-    return CostModel(model.facts, tiers, model.links)
+    return CostModel(model.facts, tiers, model.links, model.checkpoints)
 
 
 def _baselines(results, N: int, batch_size: int):

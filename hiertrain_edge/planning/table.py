@@ -51,7 +51,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -545,7 +545,9 @@ def _parse(data: bytes, where: str) -> ScheduleTable:
 # --- building ------------------------------------------------------------------------
 
 
-def planner_solver(facts: Any, profiles: Mapping[str, Any], batch_size: int, latency_s):
+def planner_solver(
+    facts: Any, profiles: Mapping[str, Any], batch_size: int, latency_s, checkpoints=None
+):
     """The default solver: the planner's best schedule and its baselines at one pair of
     bandwidths (symmetric links); none when nothing fits."""
     from hiertrain_edge.planning.cost import Links
@@ -554,7 +556,7 @@ def planner_solver(facts: Any, profiles: Mapping[str, Any], batch_size: int, lat
     def solve(bw_de_mbps: float, bw_ec_mbps: float) -> list[Schedule]:
         links = Links.symmetric(bw_de_mbps, bw_ec_mbps, latency_s[0], latency_s[1])
         try:
-            p = plan(facts, dict(profiles), links, batch_size)
+            p = plan(facts, dict(profiles), links, batch_size, checkpoints=checkpoints)
         except ScheduleError:
             return []
         extra = [s for s in getattr(p, "baseline_schedules", {}).values() if s is not None]
@@ -563,7 +565,9 @@ def planner_solver(facts: Any, profiles: Mapping[str, Any], batch_size: int, lat
     return solve
 
 
-def cost_evaluator(facts: Any, profiles: Mapping[str, Any], latency_s) -> Evaluator:
+def cost_evaluator(
+    facts: Any, profiles: Mapping[str, Any], latency_s, checkpoints=None
+) -> Evaluator:
     """The default evaluator: the cost model's predicted time of one schedule at arrays of
     bandwidths (Mbit/s, symmetric links), computed for all of them in one pass.
 
@@ -577,7 +581,9 @@ def cost_evaluator(facts: Any, profiles: Mapping[str, Any], latency_s) -> Evalua
 
     from hiertrain_edge.planning.cost import CostModel, Links
 
-    base = CostModel.build(facts, dict(profiles), Links.symmetric(1.0, 1.0, *latency_s))
+    base = CostModel.build(
+        facts, dict(profiles), Links.symmetric(1.0, 1.0, *latency_s), checkpoints
+    )
 
     class Rate(np.ndarray):
         """Bytes per second over many grid points, all > 0."""
@@ -613,7 +619,7 @@ def cost_evaluator(facts: Any, profiles: Mapping[str, Any], latency_s) -> Evalua
 
     def scalar(schedule: Schedule, de: float, ec: float) -> float:
         links = Links.symmetric(float(de), float(ec), *latency_s)
-        return float(CostModel(base.facts, base.tiers, links).predict(schedule))
+        return float(base.with_links(links).predict(schedule))
 
     def evaluate(schedule: Schedule, de_mbps, ec_mbps):
         de, ec = np.broadcast_arrays(np.asarray(de_mbps, float), np.asarray(ec_mbps, float))
@@ -632,7 +638,7 @@ def cost_evaluator(facts: Any, profiles: Mapping[str, Any], latency_s) -> Evalua
         down = ~up
         if up.any() and not fallback["used"]:
             try:
-                model = CostModel(base.facts, base.tiers, GridLinks(de[up], ec[up], *latency_s))
+                model = base.with_links(GridLinks(de[up], ec[up], *latency_s))
                 ns = [np.full(int(up.sum()), float(g.n)) for g in schedule.groups]
                 out[up] = np.asarray(model.step_time(cuts, ns), float)
             except (TypeError, ValueError, AttributeError) as exc:
@@ -665,9 +671,11 @@ def build_table(
     size_step: int | None = None,
     solve: Solver | None = None,
     evaluate: Evaluator | None = None,
+    checkpoints: Any = None,
 ) -> ScheduleTable:
     """Build the table for one model (`ModelFacts` or `ModelSpec`), three tier profiles
-    (TierProfile objects, keyed device/edge/cloud) and a batch size.
+    (TierProfile objects, keyed device/edge/cloud) and a batch size; `checkpoints`
+    (cost.Checkpoints) prices the job's periodic snapshot in every step.
 
     `solve` and `evaluate` default to the planner and the cost model; tests pass their
     own. Raises ConfigError on a bad grid or inputs.
@@ -692,9 +700,9 @@ def build_table(
 
         facts = model_facts(facts)
     if solve is None:
-        solve = planner_solver(facts, profiles, batch_size, latency_s)
+        solve = planner_solver(facts, profiles, batch_size, latency_s, checkpoints)
     if evaluate is None:
-        evaluate = cost_evaluator(facts, profiles, latency_s)
+        evaluate = cost_evaluator(facts, profiles, latency_s, checkpoints)
 
     # Slot coordinates: grid cells, then the cloud-down row (ec = 0), then edge-down.
     n = grid.size
@@ -804,6 +812,7 @@ def build_table(
             "refine_calls": refined,
             "candidates": len(found),
             "merge_tolerance": merge_tolerance,
+            "checkpoints": None if checkpoints is None else asdict(checkpoints),
         },
     )
     # Round-trip through the file format so a built table equals a loaded one.

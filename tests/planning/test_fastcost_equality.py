@@ -13,7 +13,7 @@ from fastcost_fixtures import VGG11_FACTS, real_profiles
 from plan_fixtures import three_profiles, tiny_spec
 from table_fixtures import SMALL_FACTS
 
-from hiertrain_edge.planning.cost import CostModel, Links
+from hiertrain_edge.planning.cost import Checkpoints, CostModel, Links
 from hiertrain_edge.planning.fastcost import FastCost, canonical
 from hiertrain_edge.planning.schedule import Group, Schedule
 from hiertrain_edge.profiling.measure import model_facts
@@ -56,19 +56,35 @@ def fast_predict(fast: FastCost, schedule: Schedule) -> tuple[float, bool]:
     return float(fast.step_time(c1, c2, ns)[0, 0]), fits
 
 
+SNAPSHOT = Checkpoints(every=7, opt_copies=1, mirror=True)
+
+
 @pytest.mark.parametrize(
-    "facts, profiles",
+    "facts, profiles, checkpoints",
     [
-        (SMALL_FACTS, "real"),
-        (VGG11_FACTS, "real"),
-        (model_facts(tiny_spec()), "test"),
-        (model_facts(tiny_spec()), "tight"),
-        (SMALL_FACTS, "real-wire"),
-        (model_facts(tiny_spec()), "test-wire"),
+        (SMALL_FACTS, "real", None),
+        (VGG11_FACTS, "real", None),
+        (model_facts(tiny_spec()), "test", None),
+        (model_facts(tiny_spec()), "tight", None),
+        (SMALL_FACTS, "real-wire", None),
+        (model_facts(tiny_spec()), "test-wire", None),
+        (SMALL_FACTS, "real-wire", SNAPSHOT),
+        (VGG11_FACTS, "real", Checkpoints(every=3, opt_copies=2, mirror=False)),
+        (model_facts(tiny_spec()), "test-wire", Checkpoints(every=1, opt_copies=0)),
     ],
-    ids=["small_cnn", "vgg11", "tiny4", "tiny4-tight-memory", "small_cnn-wire", "tiny4-wire"],
+    ids=[
+        "small_cnn",
+        "vgg11",
+        "tiny4",
+        "tiny4-tight-memory",
+        "small_cnn-wire",
+        "tiny4-wire",
+        "small_cnn-snapshot",
+        "vgg11-snapshot-no-mirror",
+        "tiny4-snapshot-every-step",
+    ],
 )
-def test_fastcost_equals_cost_model_on_random_schedules(facts, profiles):
+def test_fastcost_equals_cost_model_on_random_schedules(facts, profiles, checkpoints):
     if profiles.startswith("real"):
         profs = real_profiles()
         if profiles == "real-wire":  # per-byte message costs, the board's the largest
@@ -82,7 +98,7 @@ def test_fastcost_equals_cost_model_on_random_schedules(facts, profiles):
     rng = random.Random(hash(facts.name) % 1000)
     checked = infinite = unfit = 0
     for links in LINKS:
-        model = CostModel.build(facts, profs, links)
+        model = CostModel.build(facts, profs, links, checkpoints)
         fast = FastCost(model)
         for _ in range(120):
             schedule = random_schedule(rng, facts.num_units)
@@ -104,10 +120,13 @@ def test_fastcost_equals_cost_model_on_random_schedules(facts, profiles):
         assert unfit > 20  # and the memory check
 
 
-def test_fastcost_batch_equals_one_by_one():
-    """Many tuples and sizes in one batch give the same times as one at a time."""
+@pytest.mark.parametrize("checkpoints", [None, SNAPSHOT], ids=["plain", "snapshot"])
+def test_fastcost_batch_equals_one_by_one(checkpoints):
+    """Many tuples and sizes in one batch give the same times as one at a time (with a
+    snapshot, some tuples send the board's part or the mirror and some do not)."""
     profs = real_profiles()
-    model = CostModel.build(VGG11_FACTS, profs, Links.symmetric(20, 80, 0.002, 0.02))
+    links = Links.symmetric(20, 80, 0.002, 0.02)
+    model = CostModel.build(VGG11_FACTS, profs, links, checkpoints)
     fast = FastCost(model)
     rng = random.Random(7)
     schedules = [random_schedule(rng, 16) for _ in range(50)]

@@ -123,6 +123,7 @@ def test_build_calls_the_solver_at_seeds_then_on_boundaries():
     table = small_table(solve=candidate_solver(profiles(), calls), max_refine_calls=10)
     assert table.build == {
         "candidates": 11,  # 4 from the solver, 7 from the size lattice
+        "checkpoints": None,
         "merge_tolerance": 0.01,
         "planner_calls": 53,
         "refine_calls": 10,
