@@ -7,7 +7,7 @@ import argparse
 import json
 import math
 
-from hiertrain_edge.cli.common import add_threads
+from hiertrain_edge.cli.common import add_checkpoints, add_threads, checkpoints
 from hiertrain_edge.errors import ConfigError
 
 
@@ -47,11 +47,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         args.latency_de_ms / 1000,
         args.latency_ec_ms / 1000,
     )
-    result = plan(spec, profiles, links, args.batch_size)
+    ck = checkpoints(args)
+    result = plan(spec, profiles, links, args.batch_size, checkpoints=ck)
     if args.gantt:
         from hiertrain_edge.planning.gantt import draw_gantt
 
-        total, events = CostModel.build(spec, profiles, links).timeline(result.schedule)
+        total, events = CostModel.build(spec, profiles, links, ck).timeline(result.schedule)
         draw_gantt(
             events,
             total,
@@ -141,6 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bw-ce", type=_mbit, metavar="MBIT", help="cloud->edge bandwidth")
     p.add_argument("--latency-de-ms", type=float, default=0.0, help="device<->edge one-way")
     p.add_argument("--latency-ec-ms", type=float, default=0.0, help="edge<->cloud one-way")
+    add_checkpoints(p)
     p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     p.add_argument("--gantt", metavar="FILE.png", help="draw the predicted step")
     p.set_defaults(func=cmd_plan, tier="plan")

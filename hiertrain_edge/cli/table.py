@@ -8,6 +8,7 @@ import math
 import time
 from pathlib import Path
 
+from hiertrain_edge.cli.common import add_checkpoints, checkpoints
 from hiertrain_edge.errors import ConfigError
 
 FIGURE_SIZE_IN = (10.0, 7.5)
@@ -46,6 +47,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         grid=grid,
         seed_stride=args.seed_stride,
         max_refine_calls=args.refine_calls,
+        checkpoints=checkpoints(args),
     )
     build_s = time.perf_counter() - t0
     path = table.save(args.out)
@@ -234,6 +236,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="MS",
         help="one-way edge<->cloud latency (default 0)",
     )
+    add_checkpoints(b)
     b.add_argument("--min-mbps", type=float, default=0.1, help="grid start (default 0.1)")
     b.add_argument(
         "--max-mbps", type=float, default=10_000.0, help="grid end (default 10000 = 10 Gbit/s)"

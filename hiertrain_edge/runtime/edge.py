@@ -354,7 +354,15 @@ class EdgeServer:
             update={"memory_budget_bytes": 1}
         )
         latency = (float(msg.get("latency_s") or 0.0), float(self.bw_ec.latency_s or 0.0))
-        table = build_table(self.spec, profiles, self.job.batch_size, latency_s=latency)
+        # Priced with the mirror the job asks for; a model too big for the board turns the
+        # mirror off below, and its steps then cost a little less than the table says.
+        table = build_table(
+            self.spec,
+            profiles,
+            self.job.batch_size,
+            latency_s=latency,
+            checkpoints=self.job.checkpoint_costs(),
+        )
         blob = table.to_bytes()
         if self.mirror_ok and table.slot_index[table.edge_down_slot] < 0:
             self.mirror_ok = False

@@ -62,6 +62,15 @@ class Job(BaseModel):
             Schedule.from_dict(v)
         return v
 
+    def checkpoint_costs(self) -> Any:
+        """The periodic snapshot as the cost model prices it: this interval, this
+        optimizer's state per parameter, the board's mirror when it may train alone."""
+        from hiertrain_edge.planning.cost import Checkpoints  # numpy: not on the lookup path
+
+        # Adam keeps two moments per parameter; SGD a buffer only with momentum.
+        copies = 2 if self.optimizer == "adam" else int(self.momentum > 0)
+        return Checkpoints(self.checkpoint_every, copies, self.device_fallback)
+
     def spec(self) -> ModelSpec:
         return get_model(self.model, self.num_classes, self.input_shape)
 
