@@ -5,13 +5,14 @@ mailbox's stamps."""
 from __future__ import annotations
 
 import random
+import time
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import zmq
 
-from hiertrain_edge.errors import ConfigError
+from hiertrain_edge.errors import ConfigError, PeerLostError
 from hiertrain_edge.runtime import mailbox as mailbox_module
 from hiertrain_edge.runtime.bandwidth import (
     Arrival,
@@ -20,6 +21,7 @@ from hiertrain_edge.runtime.bandwidth import (
     pair_transfer_s,
 )
 from hiertrain_edge.runtime.mailbox import Mailbox
+from hiertrain_edge.runtime.replan import IDLE_LINK_PROBE_S, IdleLinkProbe
 
 HEADER_BYTES = 300  # a "step" message: ids and settings only
 FWD_BYTES = 1_000_000  # activations of one group
@@ -261,3 +263,42 @@ def test_a_message_already_waiting_is_not_timed(monkeypatch):
     link.sock.readable = True  # the fwd came while we were busy: its arrival is unknown
     box.expect("fwd", 3, 1.0, 0)
     assert box.meter.down_mbps() is None
+
+
+class QuietLink(FakeLink):
+    """A FakeLink whose empty inbox means nothing has come yet, as a real link says."""
+
+    def recv(self, timeout_s: float, what: str = "message") -> dict[str, Any]:
+        if not self.inbox:
+            raise PeerLostError(f"no {what} from {self.where} within {timeout_s:.3g} s")
+        return super().recv(timeout_s, what)
+
+
+def test_an_idle_link_is_probed_without_waiting_for_the_answers():
+    link = QuietLink([])
+    box = Mailbox(link, name="the cloud")  # type: ignore[arg-type]
+    probes = IdleLinkProbe()
+    assert probes.due(box.meter)  # no news of the link at all
+    probes.send(box, box.meter, step=7)
+    # Both messages went out back to back, the sized one as big as the meter asks, and
+    # nothing was read: the sender went on with its step.
+    assert [m["type"] for m in link.sent] == ["probe", "probe"]
+    assert [m["payload"].numel() for m in link.sent] == [0, box.meter.probe_bytes()]
+    assert not probes.due(box.meter)  # one probe at a time
+    assert not probes.answered(box)  # no answer yet
+    link.inbox.append(({"type": "probe_ack", "step": 7}, HEADER_BYTES))  # the tiny one's
+    assert not probes.answered(box)
+    link.inbox.append(({"type": "probe_ack", "step": 7, "rx_mbps": 12.0}, HEADER_BYTES))
+    assert probes.answered(box)  # the peer timed the pair: 12 Mbit/s our way
+    assert box.meter.up_mbps() == pytest.approx(12.0)
+    assert not probes.due(box.meter)  # fresh news: the next probe waits IDLE_LINK_PROBE_S
+    assert probes.due(box.meter, now=time.monotonic() + IDLE_LINK_PROBE_S + 0.1)
+
+
+def test_an_idle_link_probe_never_answered_is_given_up():
+    link = QuietLink([])
+    box = Mailbox(link, name="the board")  # type: ignore[arg-type]
+    probes = IdleLinkProbe()
+    probes.send(box, box.meter, step=1)
+    later = time.monotonic() + IDLE_LINK_PROBE_S + 0.1
+    assert probes.due(box.meter, now=later)  # lost: send another
