@@ -637,6 +637,25 @@ def bench_model(
     }
 
 
+def phase_errors(fluct: dict[str, Any]) -> list[float]:
+    """|mean measured / mean predicted - 1| of the planned run in each phase of the cycle
+    (its steps after GUARD_S, as the grid's cells): the runtime prices the snapshot at its
+    mean per step, so one step is compared with that mean only over many steps."""
+    row = next((r for r in fluct["runs"] if r.get("schedule") == PLANNED), None)
+    if row is None or "error" in row:
+        return []
+    bounds = [at for at, _ in fluct["phases"]] + [fluct["cycle_s"]]
+    spans = zip(bounds, bounds[1:], strict=False)
+    windows = [(str(k), lo, hi) for k, (lo, hi) in enumerate(spans)]
+    errors = []
+    for its in split_by_cell(row, windows).values():
+        pairs = [(it["measured_s"], it["predicted_s"]) for it in its if it.get("predicted_s")]
+        if pairs:
+            measured = statistics.mean(m for m, _ in pairs)
+            errors.append(abs(measured / statistics.mean(p for _, p in pairs) - 1))
+    return errors
+
+
 def summarize_cell(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     t = {k: step_s(r) for k, r in runs.items()}
     baselines = {k: v for k, v in t.items() if k != PLANNED and v}
@@ -850,11 +869,21 @@ def write_report(data: dict[str, Any], out: Path) -> Path:
                 f"- {fluct['scenario']}: planned within 5% of the best baseline "
                 f"({s['best_baseline']}): {_verdict(ok)} ({s['planned_vs_best']:.2f}x)"
             )
-        if s["planned_abs_error"] is not None:
-            ok = s["planned_abs_error"] <= PREDICTION_ERROR_TARGET
+        errs = phase_errors(fluct)
+        if errs:
+            ok = statistics.median(errs) <= PREDICTION_ERROR_TARGET
             lines.append(
-                f"- {fluct['scenario']}: planned median |measured/predicted - 1| <= 15%: "
-                f"{_verdict(ok)} ({s['planned_abs_error']:.1%})"
+                f"- {fluct['scenario']}: planned median over the cycle's {len(errs)} phases of "
+                f"|mean measured / mean predicted - 1| <= 15%: {_verdict(ok)} "
+                f"({statistics.median(errs):.1%}; phases "
+                + ", ".join(f"{e:.0%}" for e in errs)
+                + ")"
+            )
+        if s["planned_abs_error"] is not None:
+            lines.append(
+                f"- {fluct['scenario']}: for comparison, the median over single steps of "
+                f"|measured/predicted - 1| is {s['planned_abs_error']:.1%} (a step is "
+                "compared with a mean that holds the snapshot's share)"
             )
     failed = [
         (m["model"], r["schedule"], r["error"]) for m in models for r in m["runs"] if "error" in r
