@@ -47,5 +47,18 @@ def checkpoints(args: argparse.Namespace):
     if args.checkpoint_every < 0:
         raise ConfigError(f"--checkpoint-every must be >= 0 steps, got {args.checkpoint_every}")
     if not args.checkpoint_every:
+        if args.no_mirror:
+            raise ConfigError("--no-mirror needs --checkpoint-every STEPS (> 0): no snapshot")
         return None
     return Checkpoints(args.checkpoint_every, opt_copies=1, mirror=not args.no_mirror)
+
+
+def describe_checkpoints(ck: dict | None) -> str:
+    """One line on whether and how a plan or table priced the job's snapshot."""
+    if not ck:
+        return "snapshot: not priced (--checkpoint-every to price it)"
+    mirror = "with the board's mirror" if ck["mirror"] else "no mirror"
+    return (
+        f"snapshot: every {ck['every']} steps, {mirror}, {ck['opt_copies']} optimizer "
+        "tensor(s) per parameter, priced per step"
+    )

@@ -6,8 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import asdict
 
-from hiertrain_edge.cli.common import add_checkpoints, add_threads, checkpoints
+from hiertrain_edge.cli.common import (
+    add_checkpoints,
+    add_threads,
+    checkpoints,
+    describe_checkpoints,
+)
 from hiertrain_edge.errors import ConfigError
 
 
@@ -70,6 +76,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         f"  links: device<->edge {links.de_mbps:g}/{links.ed_mbps:g} Mbit/s, "
         f"edge<->cloud {links.ec_mbps:g}/{links.ce_mbps:g} Mbit/s"
     )
+    print(f"  {describe_checkpoints(None if ck is None else asdict(ck))}")
     print()
     print(f"{'group':>5} {'n':>5} {'cuts':>9}  device  edge  cloud")
     n_units = spec.num_units
@@ -82,7 +89,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for name, t in result.baselines.items():
         speedup = f"  x{t / result.predicted_s:.2f}" if math.isfinite(t) else ""
         print(f"{name:15s}{_fmt_s(t)}{speedup}")
-    print(f"{'lower bound':15s}{_fmt_s(result.lower_bound_s)}")
+    bound_note = "  (without the snapshot)" if ck is not None else ""
+    print(f"{'lower bound':15s}{_fmt_s(result.lower_bound_s)}{bound_note}")
     print(f"gap {100 * result.gap:.2f}%, solved in {result.solve_ms:.1f} ms")
     return 0
 

@@ -8,7 +8,7 @@ import math
 import time
 from pathlib import Path
 
-from hiertrain_edge.cli.common import add_checkpoints, checkpoints
+from hiertrain_edge.cli.common import add_checkpoints, checkpoints, describe_checkpoints
 from hiertrain_edge.errors import ConfigError
 
 FIGURE_SIZE_IN = (10.0, 7.5)
@@ -91,6 +91,7 @@ def summary(table) -> str:
         f"built with {table.build.get('planner_calls', '?')} planner calls "
         f"({table.build.get('seed_calls', '?')} seeds, {table.build.get('refine_calls', '?')} "
         f"on boundaries), {table.build.get('candidates', '?')} candidate schedules",
+        describe_checkpoints(table.build.get("checkpoints")),
         "",
         f"{len(table.schedules)} distinct schedules:",
     ]

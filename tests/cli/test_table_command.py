@@ -68,3 +68,13 @@ def test_show_of_a_damaged_file_is_one_line_error(tmp_path, capsys):
 def test_bad_flags_are_user_errors(tmp_path, capsys, extra, message):
     assert main([*BUILD, *extra, "--out", str(tmp_path / "t.htab")]) == 2  # last flag wins
     assert capsys.readouterr().err.strip() == f"hiertrain-edge table: error: {message}"
+
+
+def test_a_table_built_with_the_snapshot_priced_says_so(tmp_path, capsys):
+    out = tmp_path / "t.htab"
+    assert main([*BUILD, "--checkpoint-every", "20", "--no-mirror", "--out", str(out)]) == 0
+    capsys.readouterr()
+    table = ScheduleTable.load(out)
+    assert table.build["checkpoints"] == {"every": 20, "opt_copies": 1, "mirror": False}
+    assert main(["table", "show", str(out)]) == 0
+    assert "snapshot: every 20 steps, no mirror, 1 optimizer" in capsys.readouterr().out
