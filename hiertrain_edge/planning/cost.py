@@ -232,16 +232,16 @@ class CostModel:
         return CostModel(self.facts, self.tiers, links, self.checkpoints)
 
     def snapshot_bytes(self, cuts: frozenset[tuple[int, int]]) -> dict[str, float]:
-        """Bytes per step, at 1/`every`, of each tier's part of the snapshot (the units it
-        owns: weights, buffers, optimizer state) and of the mirror the edge sends the
-        board; all 0 without checkpoints."""
+        """Bytes of each tier's part of one snapshot (the units it owns: weights, buffers,
+        optimizer state) and of the mirror the edge sends the board; all 0 without
+        checkpoints."""
         ck = self.checkpoints
         if ck is None:
             return {"device": 0.0, "edge": 0.0, "cloud": 0.0, "mirror": 0.0}
         state = self.replication(cuts)["owned_state_bytes"]
-        per = {t: (state[t][0] + ck.opt_copies * state[t][1]) / ck.every for t in TIERS}
-        per["mirror"] = per["edge"] + per["cloud"] if ck.mirror else 0.0
-        return per
+        part = {t: float(state[t][0] + ck.opt_copies * state[t][1]) for t in TIERS}
+        part["mirror"] = part["edge"] + part["cloud"] if ck.mirror else 0.0
+        return part
 
     @property
     def num_units(self) -> int:
@@ -405,8 +405,7 @@ class CostModel:
         snap = self.snapshot_bytes(frozenset(cuts))
         if bps[0] <= 0:  # a board cut off from its edge trains alone and sends no snapshot
             snap["device"] = 0.0
-        every = self.checkpoints.every if self.checkpoints is not None else 1
-        share = 1.0 / every
+        share = 1.0 / self.checkpoints.every if self.checkpoints is not None else 1.0
 
         # Device, part 1: `step`, its snapshot part, forward of offloaded groups, local groups.
         dev: Any = 0.0
@@ -414,8 +413,9 @@ class CostModel:
         if snap["device"]:
             if self.checkpoints is not None and self.checkpoints.mirror:
                 # kept to be joined with the mirror
-                dev = work(dev, D.copy_s_per_byte * snap["device"], "device", "keep own units")
-            dev, arr_snap_d = send(dev, 0, snap["device"] * every, "snapshot", share)
+                keep = share * D.copy_s_per_byte * snap["device"]
+                dev = work(dev, keep, "device", "keep own units")
+            dev, arr_snap_d = send(dev, 0, snap["device"], "snapshot", share)
         for i in order:
             (c1, _), n = cuts[i], ns[i]
             if c1 > 0:
@@ -433,16 +433,16 @@ class CostModel:
         if uses_cloud:
             cloud = recv(cloud, C, arr_step_c, 0, "cloud", "step")
         if snap["cloud"]:
-            cloud, arr_snap_c = send(cloud, 3, snap["cloud"] * every, "snapshot", share)
+            cloud, arr_snap_c = send(cloud, 3, snap["cloud"], "snapshot", share)
         # Edge: gather the snapshot (board's part, cloud's part, a copy of its own), mirror.
         if snap["device"]:
-            edge = recv(edge, E, arr_snap_d, snap["device"] * every, "edge", "snapshot", share)
+            edge = recv(edge, E, arr_snap_d, snap["device"], "edge", "snapshot", share)
         if snap["cloud"]:
-            edge = recv(edge, E, arr_snap_c, snap["cloud"] * every, "edge", "snapshot", share)
+            edge = recv(edge, E, arr_snap_c, snap["cloud"], "edge", "snapshot", share)
         if snap["edge"]:
-            edge = work(edge, E.copy_s_per_byte * snap["edge"], "edge", "copy own snapshot")
+            edge = work(edge, share * E.copy_s_per_byte * snap["edge"], "edge", "copy own units")
         if snap["mirror"]:
-            edge, arr_mirror = send(edge, 1, snap["mirror"] * every, "mirror", share)
+            edge, arr_mirror = send(edge, 1, snap["mirror"], "mirror", share)
         for i in order:
             (c1, c2), n = cuts[i], ns[i]
             edge = recv(edge, E, arr_fwd[i], fwd_bytes(n, c1), "edge", f"fwd g{i}")
@@ -513,8 +513,8 @@ class CostModel:
         # The board takes the mirror (queued on its link ahead of the step's `bwd`) and
         # keeps a copy of it.
         if snap["mirror"]:
-            dev = recv(dev, D, arr_mirror, snap["mirror"] * every, "device", "mirror", share)
-            dev = work(dev, D.copy_s_per_byte * snap["mirror"], "device", "keep mirror")
+            dev = recv(dev, D, arr_mirror, snap["mirror"], "device", "mirror", share)
+            dev = work(dev, share * D.copy_s_per_byte * snap["mirror"], "device", "keep mirror")
         return mx(mx(dev, edge), cloud)
 
     # --- schedules ----------------------------------------------------------------------

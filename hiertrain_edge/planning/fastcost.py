@@ -99,11 +99,9 @@ class FastCost:
         self.lat = (lat[0], lat[0], lat[1], lat[1])
         self.src = (0, 1, 1, 2)  # the tier that sends on each link: device, edge, edge, cloud
         ck = model.checkpoints
-        self.every = ck.every if ck is not None else 1
+        self.share = 1.0 / ck.every if ck is not None else 1.0
         # A unit's part of a snapshot: weights, buffers, optimizer state (0: not priced).
-        self.snap_unit = (
-            (self.state + ck.opt_copies * self.param) / ck.every if ck is not None else np.zeros(N)
-        )
+        self.snap_unit = self.state + ck.opt_copies * self.param if ck is not None else np.zeros(N)
         self.mirror = ck is not None and ck.mirror
 
     # --- replicas --------------------------------------------------------------------
@@ -222,8 +220,8 @@ class FastCost:
         zero = np.zeros(shape)
         arr_fwd, arr_fwd_c, arr_bwd_e, arr_bwd_d = {}, {}, {}, {}
 
-        # The snapshot's parts per step (cost.py): whole messages priced at 1/every.
-        every, share = self.every, 1.0 / self.every
+        # The snapshot's parts (cost.py): whole messages, priced at 1/every per step.
+        share = self.share
         snap_d, snap_e, snap_c = (v[:, None] for v in rep["snap"])
         mirror = snap_e + snap_c if self.mirror else np.zeros_like(snap_e)
         has_d, has_c, has_m = (_uniform(v > 0) for v in (snap_d, snap_c, mirror))
@@ -232,8 +230,9 @@ class FastCost:
 
         # Device, part 1: `step`, its snapshot part, forward of offloaded groups, local groups.
         dev, arr_step = send(zero, 0, True, 0)
-        dev = work(dev, has_d if self.mirror else False, D.per_byte, D.copy_s_per_byte, snap_d)
-        dev, arr_snap_d = send(dev, 0, has_d, snap_d * every, share=share)
+        keep = share * D.copy_s_per_byte
+        dev = work(dev, has_d if self.mirror else False, D.per_byte, keep, snap_d)
+        dev, arr_snap_d = send(dev, 0, has_d, snap_d, share=share)
         for i in range(G):
             a, n = a_col[i], ns[i]
             dev = work(dev, off[i], D.fwd, 0, a, n)
@@ -246,11 +245,11 @@ class FastCost:
         edge = recv(zero, E, arr_step, True, 0)
         edge, arr_step_c = send(edge, 2, uses_cloud, 0)
         cloud = recv(zero, C, arr_step_c, uses_cloud, 0)
-        cloud, arr_snap_c = send(cloud, 3, has_c, snap_c * every, share=share)
-        edge = recv(edge, E, arr_snap_d, has_d, snap_d * every, share=share)
-        edge = recv(edge, E, arr_snap_c, has_c, snap_c * every, share=share)
-        edge = work(edge, _uniform(snap_e > 0), E.per_byte, E.copy_s_per_byte, snap_e)
-        edge, arr_mirror = send(edge, 1, has_m, mirror * every, share=share)
+        cloud, arr_snap_c = send(cloud, 3, has_c, snap_c, share=share)
+        edge = recv(edge, E, arr_snap_d, has_d, snap_d, share=share)
+        edge = recv(edge, E, arr_snap_c, has_c, snap_c, share=share)
+        edge = work(edge, _uniform(snap_e > 0), E.per_byte, share * E.copy_s_per_byte, snap_e)
+        edge, arr_mirror = send(edge, 1, has_m, mirror, share=share)
         for i in range(G):
             a, b, n = a_col[i], b_col[i], ns[i]
             edge = recv(edge, E, arr_fwd[i], off[i], self._fwd_bytes, n, a)
@@ -299,8 +298,8 @@ class FastCost:
         cloud = recv(cloud, C, arr_w_c, rep_c, grads_c)
         cloud = work(cloud, rep_c, C.per_byte, C.copy_s_per_byte, grads_c)
         # The board takes the mirror and keeps a copy of it.
-        dev = recv(dev, D, arr_mirror, has_m, mirror * every, share=share)
-        dev = work(dev, has_m, D.per_byte, D.copy_s_per_byte, mirror)
+        dev = recv(dev, D, arr_mirror, has_m, mirror, share=share)
+        dev = work(dev, has_m, D.per_byte, share * D.copy_s_per_byte, mirror)
         return np.maximum(np.maximum(dev, edge), cloud)
 
     def _fwd_bytes(self, n, cut):
