@@ -29,7 +29,7 @@ from hiertrain_edge.runtime.reference import evaluate
 from hiertrain_edge.runtime.replan import (
     START_PROBES,
     Choice,
-    IdleLinkProbe,
+    LinkProbe,
     TableChooser,
     every_due,
     probe,
@@ -107,7 +107,7 @@ class Board:
         self.preferred: Schedule | None = None  # what a rollback without the cloud replaced
         self.table: TableChooser | None = None  # the edge's schedule table, when it plans
         self.bw_de = self.edge.meter  # our link to the edge: real transfers, probes when idle
-        self.idle_probe = IdleLinkProbe()
+        self.link_probe = LinkProbe()
         self.bw_ec_mbps: float | None = None  # the edge's link to the cloud, as it reports
         self.last_step: dict[str, float] = {}  # the previous step's loss and time, for the edge
         # Training without the edge (see _train_alone): the whole model at the last
@@ -381,12 +381,7 @@ class Board:
         if self.table is not None:
             idle = not tier.schedule.dispatch_order(tier.num_units)  # all groups local
             every = every_due(step, job.probe_every_steps)
-            if idle and not every:
-                self.idle_probe.answered(self.edge)
-                if self.idle_probe.due(self.bw_de):
-                    self.idle_probe.send(self.edge, self.bw_de, step)
-            elif self.bw_de.needs_probe() or every:
-                probe(self.edge, self.bw_de, step)
+            self.link_probe.measure(self.edge, self.bw_de, step, idle, every)
             choice = self.table.choose(
                 step, tier.schedule, self.bw_de.bandwidth_mbps, self.bw_ec_mbps, self.cloud_ok
             )

@@ -28,7 +28,7 @@ from hiertrain_edge.runtime.checkpoint import (
 from hiertrain_edge.runtime.job import Job, load_job
 from hiertrain_edge.runtime.mailbox import Interrupt, Mailbox, RemoteAbort
 from hiertrain_edge.runtime.observe import EdgeObserver
-from hiertrain_edge.runtime.replan import START_PROBES, IdleLinkProbe, every_due, probe
+from hiertrain_edge.runtime.replan import START_PROBES, LinkProbe, every_due, probe
 from hiertrain_edge.runtime.slices import TierSlice, full_state
 from hiertrain_edge.wire.schema import JobBounds
 from hiertrain_edge.wire.security import Security
@@ -164,7 +164,7 @@ class EdgeServer:
         self.job_dict = job.model_dump(mode="json")
         self.steps = steps
         self.bw_ec = LinkMeter()  # the link to the cloud: real transfers, probes when idle
-        self.idle_probe = IdleLinkProbe()
+        self.link_probe = LinkProbe()
         board.notes = lambda: {"bw_ec_mbps": self.bw_ec.bandwidth_mbps}  # for the board
         self.cloud_lost_at: float | None = None
         self.with_cloud: Schedule | None = None  # what the cloud's loss replaced
@@ -217,14 +217,8 @@ class EdgeServer:
                     every = every_due(step, job.probe_every_steps)
                     idle = not self.schedule.uses_cloud(n)  # no training traffic to time
                     news = False
-                    if cloud is not None and self.auto_plan and idle and not every:
-                        news = self.idle_probe.answered(cloud)
-                        if self.idle_probe.due(self.bw_ec):
-                            self.idle_probe.send(cloud, self.bw_ec, step)
-                    elif cloud is not None and self.auto_plan:
-                        news = self.bw_ec.needs_probe() or every
-                        if news:
-                            probe(cloud, self.bw_ec, step)
+                    if cloud is not None and self.auto_plan:
+                        news = self.link_probe.measure(cloud, self.bw_ec, step, idle, every)
                     if news:
                         board.send(
                             {

@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hiertrain_edge.errors import ConfigError
 from hiertrain_edge.models import ModelSpec, get_model
 from hiertrain_edge.planning.schedule import Schedule, default_three_group
+
+if TYPE_CHECKING:
+    from hiertrain_edge.planning.cost import Checkpoints
 
 DEFAULT_EPOCHS = 3.0  # training length when a job gives neither steps nor epochs
 
@@ -62,7 +65,7 @@ class Job(BaseModel):
             Schedule.from_dict(v)
         return v
 
-    def checkpoint_costs(self) -> Any:
+    def checkpoint_costs(self) -> Checkpoints:
         """The periodic snapshot as the cost model prices it: this interval, this
         optimizer's state per parameter, the board's mirror when it may train alone."""
         from hiertrain_edge.planning.cost import Checkpoints  # numpy: not on the lookup path

@@ -21,7 +21,7 @@ from hiertrain_edge.runtime.bandwidth import (
     pair_transfer_s,
 )
 from hiertrain_edge.runtime.mailbox import Mailbox
-from hiertrain_edge.runtime.replan import IDLE_LINK_PROBE_S, IdleLinkProbe
+from hiertrain_edge.runtime.replan import IDLE_LINK_PROBE_S, LinkProbe
 
 HEADER_BYTES = 300  # a "step" message: ids and settings only
 FWD_BYTES = 1_000_000  # activations of one group
@@ -277,7 +277,7 @@ class QuietLink(FakeLink):
 def test_an_idle_link_is_probed_without_waiting_for_the_answers():
     link = QuietLink([])
     box = Mailbox(link, name="the cloud")  # type: ignore[arg-type]
-    probes = IdleLinkProbe()
+    probes = LinkProbe()
     assert probes.due(box.meter)  # no news of the link at all
     probes.send(box, box.meter, step=7)
     # Both messages went out back to back, the sized one as big as the meter asks, and
@@ -298,7 +298,7 @@ def test_an_idle_link_is_probed_without_waiting_for_the_answers():
 def test_an_idle_link_probe_never_answered_is_given_up():
     link = QuietLink([])
     box = Mailbox(link, name="the board")  # type: ignore[arg-type]
-    probes = IdleLinkProbe()
+    probes = LinkProbe()
     probes.send(box, box.meter, step=1)
     later = time.monotonic() + IDLE_LINK_PROBE_S + 0.1
     assert probes.due(box.meter, now=later)  # lost: send another
